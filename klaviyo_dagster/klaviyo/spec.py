@@ -198,7 +198,9 @@ def main(argv: list[str]) -> int:
         return 2
     extract = build_extract(json.loads(Path(argv[0]).read_text()))
     OPERATIONS_FILE.write_text(json.dumps(extract, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OPERATIONS_FILE} ({len(extract['operations'])} operations, revision {extract['revision']})")
+    print(
+        f"wrote {OPERATIONS_FILE} ({len(extract['operations'])} operations, revision {extract['revision']})"
+    )
     return 0
 
 

@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install into .venv first;
+# the install reruns only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo test lint dev clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(INSTALLED)
+
+demo: install
+	$(BIN)/python -m klaviyo_dagster demo
+
+test: install lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check klaviyo_dagster klaviyo_dagster_tests benchmarks
+	$(BIN)/ruff format --check klaviyo_dagster klaviyo_dagster_tests benchmarks
+
+dev: install
+	$(BIN)/python -m klaviyo_dagster dev
+
+clean:
+	rm -rf $(VENV) .data .dagster_home .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""``python -m klaviyo_dagster <command>``: the project's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m klaviyo_dagster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the demo against the Klaviyo simulator")
+    demo.add_argument("--profiles", type=int, default=None, help="simulated audience size")
+    dev = commands.add_parser("dev", help="start the Dagster UI on the embedded defaults")
+    dev.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from klaviyo_dagster.demo import DEMO_PROFILES, run_demo
+
+        run_demo(profiles=args.profiles or DEMO_PROFILES)
+    elif args.command == "dev":
+        from klaviyo_dagster.dev import run_dev
+
+        return run_dev(port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

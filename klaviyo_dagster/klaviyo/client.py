@@ -1,0 +1,416 @@
+"""A Klaviyo REST client that is fast up to Klaviyo's own limits and never loses an error.
+
+Plain Python on httpx, no Dagster. One client per account (Klaviyo's limits are per account, so
+everything sharing a client shares its pacing); thread-safe, so one client can fetch in parallel.
+
+- Pacing per rate-limit group from the spec's ``x-klaviyo-ratelimit`` (see ``pacing.py``), so a normal
+  run meets no 429 at all.
+- A 429 anyway: wait ``Retry-After`` plus jitter, unless that is longer than ``max_wait_seconds``
+  (the daily report quota says hours): then fail at once with "daily quota exhausted for <endpoint>".
+- 5xx (not 501), timeouts, connection errors and unreadable bodies: retried a bounded number of
+  times with capped exponential backoff and jitter. Other 4xx: never retried.
+- Errors carry the endpoint and Klaviyo's ``errors[]``, never the key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+
+from klaviyo_dagster.klaviyo.errors import (
+    KlaviyoAuthError,
+    KlaviyoConfigError,
+    KlaviyoDisabledError,
+    KlaviyoError,
+    KlaviyoErrorDetail,
+    KlaviyoRequestError,
+    KlaviyoThrottledError,
+    KlaviyoUnavailableError,
+)
+from klaviyo_dagster.klaviyo.jsonapi import Document
+from klaviyo_dagster.klaviyo.pacing import GroupPacer, PacingWaitTooLong
+from klaviyo_dagster.klaviyo.spec import RateLimit, Window, match_operation
+from klaviyo_dagster.klaviyo.stats import ClientStats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://a.klaviyo.com"
+DEFAULT_REVISION = "2026-07-15"
+API_KEY_ENV_VARS = ("KLAVIYO_API_KEY_PRIVATE", "KLAVIYO_API_KEY")
+JSON_API = "application/vnd.api+json"
+
+# Calls to an operation outside the spec extract are paced at Klaviyo's most conservative tier (XS).
+_UNKNOWN_OPERATION_LIMIT = RateLimit((Window("burst", 1, 1), Window("steady", 15, 60)))
+_NOT_RETRIED_5XX = {501}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before giving up. Backoff is ``base * 2**attempt`` capped, with jitter."""
+
+    max_retries: int = 5  # for 5xx, timeouts, connection errors and unreadable bodies
+    max_throttle_retries: int = 8  # 429s in a row for one call
+    backoff_base_seconds: float = 0.5
+    backoff_cap_seconds: float = 30.0
+    max_wait_seconds: float = 600.0  # longest single wait (pacing or Retry-After) before failing
+
+
+def resolve_api_key(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The explicit key, else ``KLAVIYO_API_KEY_PRIVATE``, else ``KLAVIYO_API_KEY``."""
+    env = os.environ if env is None else env
+    for candidate in (explicit, *(env.get(name) for name in API_KEY_ENV_VARS)):
+        if candidate and candidate.strip():
+            return candidate.strip()
+    raise KlaviyoConfigError(
+        "No Klaviyo API key: set KLAVIYO_API_KEY_PRIVATE (or KLAVIYO_API_KEY) to a private key "
+        "with read scopes, or pass api_key explicitly."
+    )
+
+
+def is_enabled(explicit: bool | None = None, env: Mapping[str, str] | None = None) -> bool:
+    if explicit is not None:
+        return explicit
+    env = os.environ if env is None else env
+    return env.get("KLAVIYO_ENABLE", "").strip().lower() == "true"
+
+
+class KlaviyoClient:
+    """Talks to one Klaviyo account. Use as a context manager, or call ``close()``."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        revision: str | None = None,
+        enabled: bool | None = None,
+        timeout_seconds: float = 30.0,
+        retry: RetryPolicy | None = None,
+        time_scale: float = 1.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """
+        ``time_scale`` is real seconds per Klaviyo second: 1.0 against Klaviyo; the simulator's
+        ``--time-scale`` value against a simulator whose windows are shrunk for benchmarks.
+        """
+        if not is_enabled(enabled):
+            raise KlaviyoDisabledError("Klaviyo source disabled: set KLAVIYO_ENABLE=true")
+        self._api_key = resolve_api_key(api_key)
+        self.base_url = _validated_base_url(
+            base_url or os.environ.get("KLAVIYO_BASE_URL") or DEFAULT_BASE_URL
+        )
+        self.revision = revision or os.environ.get("KLAVIYO_API_REVISION") or DEFAULT_REVISION
+        self.retry = retry or RetryPolicy()
+        self.time_scale = time_scale
+        self.stats = ClientStats()
+        self._pacers: dict[str, GroupPacer] = {}
+        self._pacers_lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
+            headers={
+                "Authorization": f"Klaviyo-API-Key {self._api_key}",
+                "revision": self.revision,
+                "accept": JSON_API,
+                "user-agent": "klaviyo-dagster/0.1",
+            },
+            transport=transport,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return f"KlaviyoClient(base_url={self.base_url!r}, revision={self.revision!r})"
+
+    def __enter__(self) -> KlaviyoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- single calls ----------------------------------------------------------------------------
+
+    def get(self, path_or_url: str, params: Mapping[str, str] | None = None) -> Document:
+        return Document(self._request("GET", path_or_url, params=params))
+
+    def post(self, path: str, body: dict[str, Any], params: Mapping[str, str] | None = None) -> Document:
+        return Document(self._request("POST", path, params=params, body=body))
+
+    # --- pagination ------------------------------------------------------------------------------
+
+    def iter_pages(self, path: str, params: Mapping[str, str] | None = None) -> Iterator[Document]:
+        """Every page of a cursor-paginated GET, following ``links.next`` verbatim.
+
+        ``links.next`` already repeats every query parameter, so nothing is re-added to it.
+        """
+        document = self.get(path, params)
+        yield document
+        while document.next_url:
+            document = self.get(document.next_url)
+            yield document
+
+    def iter_resources(self, path: str, params: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        for document in self.iter_pages(path, params):
+            yield from document.data
+
+    def iter_report_pages(self, path: str, body: dict[str, Any]) -> Iterator[Document]:
+        """Every page of a reporting query; reports paginate with ``page_cursor`` from ``links.next``."""
+        document = self.post(path, body)
+        yield document
+        while document.next_url:
+            cursor = parse_qs(urlsplit(document.next_url).query).get("page_cursor")
+            if not cursor:
+                raise KlaviyoUnavailableError(
+                    f"Klaviyo's next link for POST {path} has no page_cursor; cannot read further pages",
+                    endpoint=f"POST {path}",
+                )
+            document = self.post(path, body, params={"page_cursor": cursor[0]})
+            yield document
+
+    # --- the request loop ------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        request = self._http.build_request(
+            method,
+            path_or_url,
+            params=params,
+            content=json.dumps(body).encode() if body is not None else None,
+            headers={"content-type": JSON_API} if body is not None else None,
+        )
+        self._check_same_origin(request.url)
+        endpoint = f"{method} {request.url.path}"
+        group, pacer = self._pacer_for(method, request.url)
+        failures = throttles = 0
+        while True:
+            self._acquire_slot(pacer, group, endpoint)
+            failure: str | None = None
+            try:
+                self.stats.add(group, calls=1)
+                response = self._http.send(request)
+                payload = self._payload(response)
+            except (httpx.TimeoutException, httpx.TransportError, _Unreadable) as exc:
+                failure = _describe_transport_error(exc)
+            finally:
+                pacer.release()
+            if failure is not None:
+                failures += 1
+                self._backoff_or_raise(failures, group, endpoint, failure)
+                continue
+            if response.status_code == 429:
+                throttles += 1
+                self._wait_retry_after(response, throttles, group, endpoint)
+                continue
+            if response.status_code >= 500 and response.status_code not in _NOT_RETRIED_5XX:
+                failures += 1
+                self._backoff_or_raise(
+                    failures, group, endpoint, self._error_text(response, payload), response, payload
+                )
+                continue
+            if response.status_code >= 400:
+                raise self._error_for(response, payload, endpoint)
+            if not isinstance(payload, dict):
+                failures += 1
+                self._backoff_or_raise(failures, group, endpoint, "response body is not a JSON object")
+                continue
+            return payload
+
+    def _acquire_slot(self, pacer: GroupPacer, group: str, endpoint: str) -> None:
+        try:
+            waited = pacer.acquire(self.retry.max_wait_seconds)
+        except PacingWaitTooLong as exc:
+            raise KlaviyoThrottledError(
+                f"{exc.window.name} quota exhausted for {endpoint}: {exc.window.limit} calls per "
+                f"{exc.window.seconds} s already used; the next slot frees in {exc.wait_seconds:.0f} s, "
+                f"over the {self.retry.max_wait_seconds:.0f} s cap",
+                endpoint=endpoint,
+                status=429,
+            ) from None
+        if waited:
+            self.stats.add(group, paced_seconds=waited)
+
+    def _wait_retry_after(self, response: httpx.Response, throttles: int, group: str, endpoint: str) -> None:
+        self.stats.add(group, throttled=1)
+        details = _error_details(_json_or_none(response))
+        retry_after = _retry_after_seconds(response)
+        if retry_after is None:
+            retry_after = self._backoff_delay(throttles) / self.time_scale
+        wait = retry_after * self.time_scale
+        if wait > self.retry.max_wait_seconds:
+            raise KlaviyoThrottledError(
+                f"daily quota exhausted for {endpoint}: Klaviyo asked to retry after {retry_after:.0f} s, "
+                f"over the {self.retry.max_wait_seconds:.0f} s cap; run again once the quota resets",
+                endpoint=endpoint,
+                status=429,
+                errors=details,
+            )
+        if throttles > self.retry.max_throttle_retries:
+            raise KlaviyoThrottledError(
+                f"Klaviyo kept rate-limiting {endpoint}: {throttles} responses 429 in a row",
+                endpoint=endpoint,
+                status=429,
+                errors=details,
+            )
+        wait += random.uniform(0, min(1.0, 0.1 * wait) + 0.05 * self.time_scale)
+        log.warning("Klaviyo throttled %s; waiting %.1f s (Retry-After %s)", endpoint, wait, retry_after)
+        self.stats.add(group, retries=1, retry_after_seconds=wait)
+        time.sleep(wait)
+
+    def _backoff_or_raise(
+        self,
+        failures: int,
+        group: str,
+        endpoint: str,
+        reason: str,
+        response: httpx.Response | None = None,
+        payload: Any = None,
+    ) -> None:
+        if failures > self.retry.max_retries:
+            raise KlaviyoUnavailableError(
+                self._redact(f"Klaviyo {endpoint} failed after {failures} attempts: {reason}"),
+                endpoint=endpoint,
+                status=response.status_code if response is not None else None,
+                errors=_error_details(payload),
+            )
+        delay = self._backoff_delay(failures)
+        log.warning(
+            "Klaviyo %s failed (%s); retry %d in %.2f s", endpoint, self._redact(reason), failures, delay
+        )
+        self.stats.add(group, retries=1, backoff_seconds=delay)
+        time.sleep(delay)
+
+    def _backoff_delay(self, attempt: int) -> float:
+        ceiling = min(self.retry.backoff_cap_seconds, self.retry.backoff_base_seconds * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    # --- responses and errors --------------------------------------------------------------------
+
+    def _payload(self, response: httpx.Response) -> Any:
+        """The parsed JSON body; raises _Unreadable for a success whose body is not JSON."""
+        if response.status_code == 204 or not response.content:
+            return {}
+        parsed = _json_or_none(response)
+        if parsed is None and response.status_code < 400:
+            raise _Unreadable(
+                f"HTTP {response.status_code} with an unreadable body "
+                f"({response.headers.get('content-type', 'no content-type')})"
+            )
+        return parsed
+
+    def _error_for(self, response: httpx.Response, payload: Any, endpoint: str) -> KlaviyoError:
+        status = response.status_code
+        kind: type[KlaviyoError] = KlaviyoAuthError if status in (401, 403) else KlaviyoRequestError
+        hint = {
+            401: " — check the Klaviyo private key (KLAVIYO_API_KEY_PRIVATE)",
+            403: " — the key lacks a scope this call needs (give it read access)",
+            410: f" — revision {self.revision} is retired; set KLAVIYO_API_REVISION to a current one",
+        }.get(status, "")
+        return kind(
+            self._redact(
+                f"Klaviyo {endpoint} returned {status}: {self._error_text(response, payload)}{hint}"
+            ),
+            endpoint=endpoint,
+            status=status,
+            errors=_error_details(payload),
+        )
+
+    def _error_text(self, response: httpx.Response, payload: Any) -> str:
+        details = _error_details(payload)
+        if details:
+            return self._redact("; ".join(d.describe() for d in details))
+        content_type = response.headers.get("content-type", "no content-type")
+        title = re.search(r"<title>(.*?)</title>", response.text, re.IGNORECASE | re.DOTALL)
+        summary = title.group(1).strip() if title else response.text.strip()[:200]
+        return self._redact(f"non-JSON body ({content_type}): {summary or response.reason_phrase}")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _pacer_for(self, method: str, url: httpx.URL) -> tuple[str, GroupPacer]:
+        operation = match_operation(method, url.path)
+        if operation is None:
+            group, limit = f"{method} {url.path}", _UNKNOWN_OPERATION_LIMIT
+        else:
+            params = {key: value for key, value in url.params.multi_items()}
+            group, limit = operation.rate_limit_for(params)
+        with self._pacers_lock:
+            if group not in self._pacers:
+                self._pacers[group] = GroupPacer(limit, time_scale=self.time_scale)
+            return group, self._pacers[group]
+
+    def _check_same_origin(self, url: httpx.URL) -> None:
+        base = httpx.URL(self.base_url)
+        if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+            raise KlaviyoRequestError(
+                f"refusing to send the Klaviyo key to {url.scheme}://{url.host}: "
+                f"not the configured base URL {self.base_url}",
+                endpoint=f"GET {url.path}",
+            )
+
+
+class _Unreadable(Exception):
+    """A success response whose body could not be parsed; retried like a 5xx."""
+
+
+def _validated_base_url(raw: str) -> str:
+    parsed = urlsplit(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise KlaviyoConfigError(
+            f"KLAVIYO_BASE_URL must be an http(s) URL such as {DEFAULT_BASE_URL}, got {raw!r}"
+        )
+    return raw.rstrip("/")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _error_details(payload: Any) -> tuple[KlaviyoErrorDetail, ...]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("errors"), list):
+        return ()
+    return tuple(KlaviyoErrorDetail.from_json(e) for e in payload["errors"] if isinstance(e, dict))
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _describe_transport_error(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__

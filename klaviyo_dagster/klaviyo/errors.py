@@ -1,0 +1,103 @@
+"""What can go wrong talking to Klaviyo, as types a caller can act on.
+
+- ``KlaviyoConfigError``: fix the setup (source disabled, no key, bad base URL); raised before any call.
+- ``KlaviyoAuthError``: 401/403 — the key is wrong or lacks a scope.
+- ``KlaviyoRequestError``: other 4xx — our request was wrong (bad filter, unknown id, retired revision).
+- ``KlaviyoThrottledError``: rate limited past what we are willing to wait (e.g. the daily report quota).
+- ``KlaviyoUnavailableError``: 5xx, timeouts, connection failures or unreadable bodies, after retries.
+
+Every error carries the endpoint (``GET /api/flows``) and Klaviyo's ``errors[]`` details, and never the
+API key: messages are built from the response body only, and scrubbed of the key besides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class KlaviyoErrorDetail:
+    """One entry of a JSON:API ``errors[]`` array."""
+
+    status: int | None
+    code: str | None = None
+    title: str | None = None
+    detail: str | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> KlaviyoErrorDetail:
+        status = raw.get("status")
+        return cls(
+            status=int(status) if isinstance(status, int | str) and str(status).isdigit() else None,
+            code=raw.get("code"),
+            title=raw.get("title"),
+            detail=raw.get("detail"),
+            source=raw.get("source") or {},
+        )
+
+    def describe(self) -> str:
+        text = " — ".join(part for part in (self.code, self.title, self.detail) if part)
+        where = self.source.get("parameter") or self.source.get("pointer")
+        return f"{text} (at {where})" if where else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "code": self.code,
+            "title": self.title,
+            "detail": self.detail,
+            "source": self.source,
+        }
+
+
+class KlaviyoError(Exception):
+    """Base class: a Klaviyo call (or the setup for one) failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        status: int | None = None,
+        errors: tuple[KlaviyoErrorDetail, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+        self.errors = errors
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary, e.g. for an asset failure's metadata or a CLI error line."""
+        return {
+            "type": type(self).__name__,
+            "message": str(self),
+            "endpoint": self.endpoint,
+            "status": self.status,
+            "errors": [e.as_dict() for e in self.errors],
+        }
+
+
+class KlaviyoConfigError(KlaviyoError):
+    """The client cannot be used as configured; nothing was sent."""
+
+
+class KlaviyoDisabledError(KlaviyoConfigError):
+    """``KLAVIYO_ENABLE`` is not ``true``."""
+
+
+class KlaviyoAuthError(KlaviyoError):
+    """401 (key missing/invalid) or 403 (key lacks a scope)."""
+
+
+class KlaviyoRequestError(KlaviyoError):
+    """A 4xx other than 401/403/429: the request itself is wrong and retrying will not help."""
+
+
+class KlaviyoThrottledError(KlaviyoError):
+    """Rate limited for longer than the configured cap, or too many 429s in a row."""
+
+
+class KlaviyoUnavailableError(KlaviyoError):
+    """Klaviyo kept failing (5xx, timeout, connection error, unreadable body) after every retry."""
