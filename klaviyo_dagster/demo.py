@@ -44,12 +44,18 @@ def _print_flows(client: KlaviyoClient, out: TextIO) -> int:
 
 
 def _print_campaigns(client: KlaviyoClient, out: TextIO) -> int:
-    params = {"filter": "equals(messages.channel,'email')", "sort": "-scheduled_at"}
-    campaigns = list(client.iter_resources("/api/campaigns", params))
-    print(f"\nEmail campaigns: {len(campaigns)} (newest 10)", file=out)
-    for campaign in campaigns[:10]:
-        when = attribute(campaign, "send_time") or attribute(campaign, "scheduled_at") or "not scheduled"
-        print(f"  {campaign['id']}  {when:<25} {attribute(campaign, 'name', '')}", file=out)
+    campaigns = list(client.iter_resources("/api/campaigns", {"filter": "equals(messages.channel,'email')"}))
+    sent = sorted(
+        (c for c in campaigns if attribute(c, "send_time")),
+        key=lambda c: attribute(c, "send_time"),
+        reverse=True,
+    )
+    print(f"\nEmail campaigns: {len(campaigns)}, {len(sent)} sent (the newest 10):", file=out)
+    for campaign in sent[:10]:
+        print(
+            f"  {campaign['id']}  {attribute(campaign, 'send_time')}  {attribute(campaign, 'name', '')}",
+            file=out,
+        )
     return len(campaigns)
 
 

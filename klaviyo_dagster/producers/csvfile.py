@@ -1,0 +1,86 @@
+"""Writing the dashboard's CSVs byte for byte: JavaScript number text, RFC 4180 minimal quoting.
+
+The files used to be written by a JavaScript producer and the dashboard's parser grew up on its
+output, so numbers are written the way JavaScript's ``String(n)`` writes them (``12`` not ``12.0``,
+``1e-7`` not ``1e-07``) and a field is quoted only when it must be.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any, TextIO
+
+_MUST_QUOTE = frozenset('",\r\n')
+
+
+def js_number(value: float | int) -> str:
+    """``String(value)`` as JavaScript computes it for the double nearest ``value``."""
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0:
+        return "0"  # JavaScript prints -0 as "0" too
+    sign = "-" if number < 0 else ""
+    # repr() gives the shortest digits that round-trip, as ECMAScript's Number::toString requires.
+    _, digit_tuple, exponent = Decimal(repr(abs(number))).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    k = len(digits)
+    n = len(digit_tuple) + int(exponent)  # the decimal point sits after n digits
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = "0." + "0" * -n + digits
+    else:
+        mantissa = digits if k == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{'+' if n - 1 >= 0 else '-'}{abs(n - 1)}"
+    return sign + text
+
+
+def field_text(value: Any) -> str:
+    """One field's text before quoting: None → empty, numbers as JavaScript, the rest as str."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return js_number(value)
+    return str(value)
+
+
+def quote(text: str) -> str:
+    """RFC 4180 minimal quoting: wrap only fields holding ``"``, ``,``, CR or LF; double inner quotes."""
+    if _MUST_QUOTE.isdisjoint(text):
+        return text
+    return '"' + text.replace('"', '""') + '"'
+
+
+def csv_line(values: Iterable[Any]) -> str:
+    return ",".join(quote(field_text(v)) for v in values)
+
+
+class CsvWriter:
+    """Writes header and rows to a text stream, ``\\n`` between lines, newline after the last optional.
+
+    flows.csv and campaigns.csv end without a newline, subscribers.csv with one (as the old files
+    did, so files stay byte-comparable); ``final_newline`` chooses.
+    """
+
+    def __init__(self, out: TextIO, header: Sequence[str], *, final_newline: bool) -> None:
+        self._out = out
+        self._final_newline = final_newline
+        self.rows = 0
+        self._out.write(csv_line(header))
+
+    def write_row(self, values: Sequence[Any]) -> None:
+        self._out.write("\n" + csv_line(values))
+        self.rows += 1
+
+    def close(self) -> None:
+        if self._final_newline:
+            self._out.write("\n")

@@ -1,0 +1,53 @@
+"""The simulator's configuration and request log record (plain data, shared by every module)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from klaviyo_dagster.sim.faults import FaultSpec
+
+# A fixed, obviously fake private key (Klaviyo private keys are "pk_" + 34 hex characters).
+DEFAULT_API_KEY = "pk_sim_" + "5e1f0c0ffee0ddba11cafe4b1d5eed0a77"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything that shapes a simulator run; the same config always yields the same responses."""
+
+    profiles: int = 1000
+    seed: int = 7
+    time_scale: float = 1.0  # rate-limit windows are multiplied by this (0.01 = 100x shorter)
+    latency_ms: int = 0  # added to every call
+    flows: int = 40
+    api_keys: tuple[str, ...] = (DEFAULT_API_KEY,)
+    # group (operationId or e.g. "get_profiles[predictive_analytics]") -> {burst|steady|daily: limit}
+    rate_limit_overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    faults: Mapping[str, FaultSpec] = field(default_factory=dict)
+    timezone: str = "America/New_York"
+    # The account's "today". None = the current UTC date when the server starts; pass a date for
+    # data that is byte-identical across days.
+    anchor: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.profiles < 0 or self.flows < 0:
+            raise ValueError("profiles and flows must be >= 0")
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be > 0")
+        if not self.api_keys:
+            raise ValueError("at least one api key is required")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One call as the simulator saw it (never includes the API key)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: dict[str, Any] | None
+    status: int
+    operation_id: str | None
+    group: str | None

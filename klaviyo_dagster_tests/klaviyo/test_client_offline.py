@@ -1,0 +1,124 @@
+"""Client behaviour that needs exact control of the wire: scripted responses through httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy, resolve_api_key
+from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoRequestError, KlaviyoUnavailableError
+
+BASE = "https://a.klaviyo.test"
+FAST = RetryPolicy(max_retries=2, backoff_base_seconds=0.001, backoff_cap_seconds=0.002)
+
+
+def scripted(
+    *steps: Callable[[httpx.Request], httpx.Response],
+) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    """A transport answering the n-th request with the n-th step; also returns the requests seen."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return steps[min(len(seen), len(steps)) - 1](request)
+
+    return httpx.MockTransport(handler), seen
+
+
+def ok(body: dict) -> Callable[[httpx.Request], httpx.Response]:
+    return lambda request: httpx.Response(200, json=body)
+
+
+def raises(exc: type[httpx.TransportError]) -> Callable[[httpx.Request], httpx.Response]:
+    def step(request: httpx.Request) -> httpx.Response:
+        raise exc("simulated", request=request)
+
+    return step
+
+
+def make_client(transport: httpx.MockTransport, **kwargs) -> KlaviyoClient:
+    return KlaviyoClient("pk_offline", base_url=BASE, enabled=True, retry=FAST, transport=transport, **kwargs)
+
+
+@pytest.mark.parametrize("failure", [httpx.ReadTimeout, httpx.ConnectError, httpx.RemoteProtocolError])
+def test_transport_failures_are_retried(failure: type[httpx.TransportError]) -> None:
+    transport, seen = scripted(raises(failure), ok({"data": []}))
+    with make_client(transport) as client:
+        assert client.get("/api/flows").data == []
+    assert len(seen) == 2
+    assert client.stats.snapshot()["get_flows"].retries == 1
+
+
+def test_every_request_carries_auth_revision_and_json_api_headers() -> None:
+    transport, seen = scripted(ok({"data": []}))
+    with make_client(transport) as client:
+        client.post("/api/flow-values-reports", {"data": {}})
+    headers = seen[0].headers
+    assert headers["authorization"] == "Klaviyo-API-Key pk_offline"
+    assert headers["revision"] == "2026-07-15"
+    assert headers["accept"] == "application/vnd.api+json"
+    assert headers["content-type"] == "application/vnd.api+json"
+
+
+def test_report_pages_are_read_with_the_page_cursor_of_the_next_link() -> None:
+    pages = [
+        {
+            "data": {"attributes": {"results": [1]}},
+            "links": {"next": f"{BASE}/api/flow-values-reports?page_cursor=c2"},
+        },
+        {"data": {"attributes": {"results": [2]}}, "links": {"next": None}},
+    ]
+    transport, seen = scripted(ok(pages[0]), ok(pages[1]))
+    body = {"data": {"type": "flow-values-report", "attributes": {}}}
+    with make_client(transport) as client:
+        results = [
+            p.raw["data"]["attributes"]["results"]
+            for p in client.iter_report_pages("/api/flow-values-reports", body)
+        ]
+
+    assert results == [[1], [2]]
+    assert [r.url.params.get("page_cursor") for r in seen] == [None, "c2"]
+    assert all(json.loads(r.content) == body for r in seen)
+
+
+def test_a_next_link_to_another_host_is_refused_without_sending_the_key() -> None:
+    transport, seen = scripted(
+        ok({"data": [], "links": {"next": "https://evil.test/api/flows?page[cursor]=x"}})
+    )
+    with make_client(transport) as client, pytest.raises(KlaviyoRequestError, match="refusing to send"):
+        list(client.iter_pages("/api/flows"))
+    assert [r.url.host for r in seen] == ["a.klaviyo.test"]
+
+
+def test_a_success_that_is_not_a_json_object_is_unavailable() -> None:
+    transport, seen = scripted(lambda r: httpx.Response(200, json=[1, 2]))
+    with make_client(transport) as client, pytest.raises(KlaviyoUnavailableError, match="not a JSON object"):
+        client.get("/api/flows")
+    assert len(seen) == FAST.max_retries + 1
+
+
+def test_retry_after_given_as_an_http_date_is_understood() -> None:
+    throttled = httpx.Response(
+        429, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, json={"errors": []}
+    )
+    transport, _ = scripted(lambda r: throttled, ok({"data": []}))
+    with make_client(transport) as client:
+        client.get("/api/flows")  # a date in the past means "now": no wait, one retry
+    assert client.stats.snapshot()["get_flows"].throttled == 1
+
+
+def test_key_resolution_prefers_explicit_then_private_then_plain() -> None:
+    env = {"KLAVIYO_API_KEY_PRIVATE": "pk_private", "KLAVIYO_API_KEY": "pk_plain"}
+    assert resolve_api_key("pk_explicit", env) == "pk_explicit"
+    assert resolve_api_key(None, env) == "pk_private"
+    assert resolve_api_key(None, {"KLAVIYO_API_KEY": "pk_plain"}) == "pk_plain"
+    with pytest.raises(KlaviyoConfigError, match="KLAVIYO_API_KEY_PRIVATE"):
+        resolve_api_key(None, {"KLAVIYO_API_KEY": "  "})
+
+
+def test_a_base_url_that_is_not_http_is_a_config_error() -> None:
+    with pytest.raises(KlaviyoConfigError, match="KLAVIYO_BASE_URL"):
+        KlaviyoClient("pk_offline", base_url="a.klaviyo.com", enabled=True)

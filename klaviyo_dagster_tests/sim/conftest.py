@@ -1,0 +1,54 @@
+"""Fixtures for talking to the simulator the way a Klaviyo client would."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from klaviyo_dagster.sim import DEFAULT_API_KEY, SimulatorServer
+
+HEADERS = {
+    "Authorization": f"Klaviyo-API-Key {DEFAULT_API_KEY}",
+    "revision": "2026-07-15",
+    "accept": "application/vnd.api+json",
+}
+
+
+def client_for(sim: SimulatorServer) -> httpx.Client:
+    return httpx.Client(base_url=sim.base_url, headers=HEADERS, timeout=10)
+
+
+@pytest.fixture
+def api(simulator: SimulatorServer) -> Iterator[httpx.Client]:
+    """An authenticated httpx client bound to the ``simulator`` fixture."""
+    with client_for(simulator) as client:
+        yield client
+
+
+def report_body(kind: str, metric_id: str, start: str, end: str, **extra: object) -> dict[str, object]:
+    """A report request body with the statistics the producers ask for."""
+    attributes: dict[str, object] = {
+        "statistics": [
+            "recipients",
+            "delivered",
+            "opens_unique",
+            "open_rate",
+            "clicks_unique",
+            "click_rate",
+            "conversion_uniques",
+            "conversion_rate",
+            "conversion_value",
+            "unsubscribe_rate",
+            "spam_complaint_rate",
+            "bounce_rate",
+            "bounced",
+            "opens",
+            "clicks",
+        ],
+        "timeframe": {"start": start, "end": end},
+        "conversion_metric_id": metric_id,
+        **extra,
+    }
+    return {"data": {"type": kind, "attributes": attributes}}

@@ -1,0 +1,95 @@
+"""Cursor pagination, created-boundary slicing and lazy profile generation."""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from datetime import UTC, date, timedelta
+
+import httpx
+
+from klaviyo_dagster.sim import SimConfig, SimulatorServer
+from klaviyo_dagster.sim.data import Account
+from klaviyo_dagster_tests.sim.conftest import client_for
+
+
+def _all_ids(api: httpx.Client, url: str) -> list[str]:
+    ids: list[str] = []
+    next_url: str | None = url
+    while next_url:
+        doc = api.get(next_url).json()
+        ids += [d["id"] for d in doc["data"]]
+        next_url = doc["links"]["next"]
+    return ids
+
+
+def test_every_profile_exactly_once_following_next_verbatim(
+    api: httpx.Client, simulator: SimulatorServer
+) -> None:
+    """links.next repeats every parameter; following it verbatim visits each profile once, in id order."""
+    ids = _all_ids(api, "/api/profiles?page[size]=7&additional-fields[profile]=subscriptions")
+    assert len(ids) == len(set(ids)) == simulator.account.profile_count
+    assert ids == sorted(ids)
+    first = api.get("/api/profiles?page[size]=7&additional-fields[profile]=subscriptions").json()
+    assert "additional-fields%5Bprofile%5D=subscriptions" in first["links"]["next"]
+    assert first["links"]["next"].startswith(simulator.base_url)
+
+
+def test_last_page_has_null_next(api: httpx.Client) -> None:
+    assert api.get("/api/flows?page[size]=50").json()["links"]["next"] is None
+
+
+def test_tampered_or_foreign_cursor_is_400(api: httpx.Client) -> None:
+    """Cursors are opaque and bound to their query."""
+    next_url = api.get("/api/profiles?page[size]=5").json()["links"]["next"]
+    cursor = httpx.URL(next_url).params["page[cursor]"]
+    assert (
+        api.get("/api/profiles", params={"page[size]": "5", "page[cursor]": cursor[:-2] + "xx"}).status_code
+        == 400
+    )
+    assert api.get("/api/profiles", params={"page[size]": "6", "page[cursor]": cursor}).status_code == 400
+    assert api.get("/api/flows", params={"page[cursor]": "garbage"}).status_code == 400
+
+
+def test_boundary_profile_lands_in_exactly_one_slice(api: httpx.Client, simulator: SimulatorServer) -> None:
+    """Slices (a, b) and (b - 1 s, c): a profile created exactly at second b is in one slice only."""
+    account = simulator.account
+    boundary = account.profile_created(90)
+    assert account.profile_created(91) == boundary  # several profiles share the boundary second
+    stamp = boundary.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = (boundary - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    left = _all_ids(api, f"/api/profiles?page[size]=100&filter=less-than(created,{stamp})")
+    right = _all_ids(api, f"/api/profiles?page[size]=100&filter=greater-than(created,{before})")
+    on_boundary = {
+        account.profile_id(i) for i in range(account.profile_count) if account.profile_created(i) == boundary
+    }
+    assert not on_boundary & set(left)
+    assert on_boundary <= set(right)
+    assert sorted(left + right) == sorted({account.profile_id(i) for i in range(account.profile_count)})
+
+
+def test_sort_descending(api: httpx.Client) -> None:
+    ids = [d["id"] for d in api.get("/api/profiles?sort=-created&page[size]=10").json()["data"]]
+    assert ids == sorted(ids, reverse=True)
+
+
+def test_million_profile_account_is_lazy() -> None:
+    """Building a 1M-profile account allocates nothing per profile, and a filtered page is fast."""
+    tracemalloc.start()
+    account = Account(
+        seed=1, index=0, profiles=1_000_000, flows=40, anchor=date(2026, 7, 1), timezone="America/New_York"
+    )
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 20_000_000  # a million dicts would be gigabytes
+    assert account.profile_index(account.profile_id(999_999)) == 999_999
+    with SimulatorServer(SimConfig(profiles=1_000_000, seed=1)) as sim, client_for(sim) as api:
+        middle = sim.account.profile_created(500_000).strftime("%Y-%m-%dT%H:%M:%SZ")
+        started = time.perf_counter()
+        doc = api.get(
+            f"/api/profiles?page[size]=100&filter=greater-than(created,{middle})"
+            "&additional-fields[profile]=subscriptions,predictive_analytics"
+        ).json()
+        assert time.perf_counter() - started < 2.0
+        assert len(doc["data"]) == 100 and doc["links"]["next"]
+        assert sim.account.profile_index(doc["data"][0]["id"]) == 500_001  # strictly after the shared second
