@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/client_throughput.py [--latency-ms 150] [--windows 2]
 
 For each group it starts the simulator in its own process with windows shrunk so the group's
-steady limit means ~40 calls/s of real time, fires ``(windows + 1) * limit`` calls from a thread
+steady limit means ~40 calls/s of real time (the per-call latency shrinks by the same factor, so
+the latency-to-window ratio stays Klaviyo's), fires ``(windows + 1) * limit`` calls from a thread
 pool, and measures the steady-state rate: the calls after the first window's allowance, over the
 time from the end of the last call of that allowance to the end of the last call. Printed in Klaviyo calls per minute
 against the documented steady limit. Then it reads pages of 100 profiles with every additional field
@@ -102,7 +103,7 @@ def measure_group(group: Group, latency_ms: int, windows: int) -> str:
     calls = (windows + 1) * limit
     done: list[float] = []  # completion times: paced calls finish one latency after they are sent
     with (
-        simulator(scale, latency_ms) as base_url,
+        simulator(scale, round(latency_ms * scale)) as base_url,  # latency shrinks with the windows
         KlaviyoClient(DEFAULT_API_KEY, base_url=base_url, enabled=True, time_scale=scale) as client,
     ):
         metric_id = _metric_id(client)
