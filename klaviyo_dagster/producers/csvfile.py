@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TextIO
 
@@ -64,6 +65,21 @@ def csv_line(values: Iterable[Any]) -> str:
     return ",".join(quote(field_text(v)) for v in values)
 
 
+PREVIEW_ROWS = 2
+
+
+@dataclass(frozen=True)
+class CsvSummary:
+    """What a written file holds, for metadata and dry runs: data rows and a preview.
+
+    ``preview`` is the header and the first two data records exactly as written (a quoted field may
+    hold a newline, so a record is not always one physical line).
+    """
+
+    rows: int
+    preview: tuple[str, ...]
+
+
 class CsvWriter:
     """Writes header and rows to a text stream, ``\\n`` between lines, newline after the last optional.
 
@@ -75,11 +91,18 @@ class CsvWriter:
         self._out = out
         self._final_newline = final_newline
         self.rows = 0
-        self._out.write(csv_line(header))
+        self._preview = [csv_line(header)]
+        self._out.write(self._preview[0])
 
     def write_row(self, values: Sequence[Any]) -> None:
-        self._out.write("\n" + csv_line(values))
+        line = csv_line(values)
+        self._out.write("\n" + line)
         self.rows += 1
+        if self.rows <= PREVIEW_ROWS:
+            self._preview.append(line)
+
+    def summary(self) -> CsvSummary:
+        return CsvSummary(self.rows, tuple(self._preview))
 
     def close(self) -> None:
         if self._final_newline:

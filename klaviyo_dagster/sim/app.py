@@ -158,8 +158,9 @@ class SimulatorState:
     @classmethod
     def build(cls, config: SimConfig) -> SimulatorState:
         anchor = config.anchor or datetime.now(UTC).date()
+        factory = config.account_factory or Account
         accounts = {
-            key: Account(config.seed, i, config.profiles, config.flows, anchor, config.timezone)
+            key: factory(config.seed, i, config.profiles, config.flows, anchor, config.timezone)
             for i, key in enumerate(config.api_keys)
         }
         return cls(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klaviyo_dagster.sim.faults import FaultSpec
+
+if TYPE_CHECKING:
+    from klaviyo_dagster.sim.data import Account
 
 # A fixed, obviously fake private key (Klaviyo private keys are "pk_" + 34 hex characters).
 DEFAULT_API_KEY = "pk_sim_" + "5e1f0c0ffee0ddba11cafe4b1d5eed0a77"
@@ -30,6 +33,9 @@ class SimConfig:
     # The account's "today". None = the current UTC date when the server starts; pass a date for
     # data that is byte-identical across days.
     anchor: date | None = None
+    # Builds account ``index``; called as ``factory(seed, index, profiles, flows, anchor, timezone)``.
+    # None = the synthetic ``Account``. Tests plug in hand-made stores (a subclass of Account).
+    account_factory: Callable[..., Account] | None = None
 
     def __post_init__(self) -> None:
         if self.profiles < 0 or self.flows < 0:

@@ -10,6 +10,7 @@ a page is read. Report activity (what a message did on a given day) is also comp
 from __future__ import annotations
 
 import bisect
+import json
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -638,6 +639,10 @@ class Account:
         return _profile(self, index)
 
     # --- report activity ---------------------------------------------------------------------------
+    def omits_trailing_buckets(self, groupings: dict[str, Any]) -> bool:
+        """Whether a series result drops its trailing empty buckets (Klaviyo does, for some)."""
+        return zlib.crc32(json.dumps(groupings, sort_keys=True).encode()) % 5 == 0
+
     def metric_factor(self, metric_id: str) -> int:
         """Conversions attributed for a metric, in quarters of the Placed Order (Shopify) numbers."""
         if metric_id == self.placed_order_metric.id:

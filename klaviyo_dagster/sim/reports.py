@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import calendar
 import json
-import zlib
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -385,7 +384,7 @@ def compute(account: Account, req: ReportRequest) -> tuple[list[dict[str, Any]],
         per_bucket = [Counts() for _ in starts]
         for at, counts in events:
             per_bucket[bisect_right(starts, at) - 1].add(counts)
-        if zlib.crc32(json.dumps(groupings, sort_keys=True).encode()) % 5 == 0:
+        if account.omits_trailing_buckets(groupings):
             # Klaviyo sometimes omits trailing empty buckets: an array shorter than date_times.
             while len(per_bucket) > 1 and per_bucket[-1].is_empty():
                 per_bucket.pop()

@@ -97,3 +97,13 @@ def test_awkward_values_round_trip_through_csv_and_pandas() -> None:
     frame = pd.read_csv(io.StringIO(text), keep_default_na=False, float_precision="round_trip")
     assert frame["Name"].tolist() == [name for name, _ in rows]
     assert frame["Value"].tolist() == [0.1 + 0.2, 1e-7, 12.0]
+
+
+def test_the_summary_counts_data_rows_and_previews_the_first_two() -> None:
+    out = io.StringIO()
+    writer = CsvWriter(out, ["Name"], final_newline=True)
+    assert writer.summary().rows == 0
+    for name in ["a", "b,c", "d"]:
+        writer.write_row([name])
+    assert writer.summary().rows == 3
+    assert writer.summary().preview == ("Name", "a", '"b,c"')
