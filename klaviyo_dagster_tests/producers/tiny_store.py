@@ -186,7 +186,15 @@ def _flows() -> list[Flow]:
         for number, (message_id, channel, message_name) in enumerate(messages):
             action = Action(f"{id_}-A{number}", id_, f"send-{channel}", CREATED, CREATED, status)
             action.message = Message(
-                message_id, action.id, id_, channel, message_name, f"Subject {message_id}", CREATED, CREATED, 0
+                message_id,
+                action.id,
+                id_,
+                channel,
+                message_name,
+                f"Subject {message_id}",
+                CREATED,
+                CREATED,
+                0,
             )
             made.actions.append(action)
         return made
