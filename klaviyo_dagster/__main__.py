@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from klaviyo_dagster.cli_dry_run import add_arguments as add_dry_run_arguments
+from klaviyo_dagster.cli_dry_run import run as run_dry_run
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m klaviyo_dagster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the demo against the Klaviyo simulator")
     demo.add_argument("--profiles", type=int, default=None, help="simulated audience size")
+    dry = commands.add_parser("dry-run", help="build the three files for a date, write nothing, print JSON")
+    add_dry_run_arguments(dry)
     dev = commands.add_parser("dev", help="start the Dagster UI on the embedded defaults")
     dev.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -19,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         from klaviyo_dagster.demo import DEMO_PROFILES, run_demo
 
         run_demo(profiles=args.profiles or DEMO_PROFILES)
+    elif args.command == "dry-run":
+        return run_dry_run(args)
     elif args.command == "dev":
         from klaviyo_dagster.dev import run_dev
 

@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 
-from klaviyo_dagster.sim import SimConfig, SimulatorServer
+from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
+from klaviyo_dagster_tests.producers.tiny_store import TinyStore
+
+# The dashboard account that owns the tiny store in tests of the Dagster layer and the command line.
+ACCOUNT_ID = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 
 
 @pytest.fixture
@@ -30,3 +34,16 @@ def simulator_factory() -> Iterator[Callable[..., SimulatorServer]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def tiny_store_env(simulator_factory, monkeypatch: pytest.MonkeyPatch) -> SimulatorServer:
+    """The tiny store behind the simulator, and the environment of a deployment syncing it."""
+    sim = simulator_factory(account_factory=TinyStore)
+    for name in ("KLAVIYO_API_KEY_PRIVATE", "SHOPIFY_PLACED_ORDER_METRIC_ID", "KLAVIYO_API_REVISION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KLAVIYO_ENABLE", "true")
+    monkeypatch.setenv("KLAVIYO_BASE_URL", sim.base_url)
+    monkeypatch.setenv("KLAVIYO_API_KEY", DEFAULT_API_KEY)
+    monkeypatch.setenv("KLAVIYO_ACCOUNT_ID", ACCOUNT_ID)
+    return sim

@@ -14,6 +14,7 @@ everything sharing a client shares its pacing); thread-safe, so one client can f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -115,8 +116,8 @@ class KlaviyoClient:
         self.retry = retry or RetryPolicy()
         self.time_scale = time_scale
         self.stats = ClientStats()
-        self._pacers: dict[str, GroupPacer] = {}
-        self._pacers_lock = threading.Lock()
+        # Klaviyo's limits are per account: every client of one account in this process paces together.
+        self._account_fingerprint = hashlib.sha256(f"{self.base_url} {self._api_key}".encode()).hexdigest()
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
@@ -355,10 +356,9 @@ class KlaviyoClient:
         else:
             params = {key: value for key, value in url.params.multi_items()}
             group, limit = operation.rate_limit_for(params)
-        with self._pacers_lock:
-            if group not in self._pacers:
-                self._pacers[group] = GroupPacer(limit, time_scale=self.time_scale)
-            return group, self._pacers[group]
+        return group, _shared_pacer(
+            (self._account_fingerprint, self.time_scale, group), limit, self.time_scale
+        )
 
     def _check_same_origin(self, url: httpx.URL) -> None:
         base = httpx.URL(self.base_url)
@@ -368,6 +368,17 @@ class KlaviyoClient:
                 f"not the configured base URL {self.base_url}",
                 endpoint=f"GET {url.path}",
             )
+
+
+_PACERS: dict[tuple[str, float, str], GroupPacer] = {}
+_PACERS_LOCK = threading.Lock()
+
+
+def _shared_pacer(key: tuple[str, float, str], limit: RateLimit, time_scale: float) -> GroupPacer:
+    with _PACERS_LOCK:
+        if key not in _PACERS:
+            _PACERS[key] = GroupPacer(limit, time_scale=time_scale)
+        return _PACERS[key]
 
 
 class _Unreadable(Exception):

@@ -14,17 +14,23 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 _MUST_QUOTE = frozenset('",\r\n')
+_EXACT_INT = 2**53
 
 
 def js_number(value: float | int) -> str:
     """``String(value)`` as JavaScript computes it for the double nearest ``value``."""
+    if type(value) is int and -_EXACT_INT < value < _EXACT_INT:
+        return str(value)  # exactly representable: JavaScript prints the same digits
     number = float(value)
+    if number == 0:
+        return "0"  # JavaScript prints -0 as "0" too
+    text = repr(number)
+    if "e" not in text and "n" not in text:  # 1e-4 <= |x| < 1e16: Python's repr is JavaScript's text
+        return text[:-2] if text.endswith(".0") else text
     if math.isnan(number):
         return "NaN"
     if math.isinf(number):
         return "Infinity" if number > 0 else "-Infinity"
-    if number == 0:
-        return "0"  # JavaScript prints -0 as "0" too
     sign = "-" if number < 0 else ""
     # repr() gives the shortest digits that round-trip, as ECMAScript's Number::toString requires.
     _, digit_tuple, exponent = Decimal(repr(abs(number))).as_tuple()

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 AudienceSchema = Literal["required", "extended", "minimal"]
+
+# Inclusive ranges of the numeric options, checked with a message naming the field and its range.
+RANGES: dict[str, tuple[int, int | None]] = {
+    "days": (1, 30),
+    "limit_flows": (1, 100),
+    "limit_messages": (1, 100),
+    "audience_page_size": (1, 100),
+    "audience_max_pages": (0, None),
+}
 
 # How long the campaign metrics window is for each accepted ``timeframe_key``; the window always
 # ends on the partition date, so a backfill asks Klaviyo for the same days as the original run.
@@ -27,8 +36,6 @@ class SyncOptions(BaseModel):
     )
     days: int = Field(
         default=7,
-        ge=1,
-        le=30,
         description="Days in the flows/campaigns window, ending on the partition date (1..30).",
     )
     timeframe_key: Literal["last_7_days", "last_30_days", "last_90_days", "last_365_days"] = Field(
@@ -39,22 +46,29 @@ class SyncOptions(BaseModel):
         default=False,
         description="Smoke mode: 1 flow, 1 message, no enrichment, header-only subscribers.",
     )
-    limit_flows: int = Field(default=100, ge=1, le=100, description="Live flows kept (1..100).")
-    limit_messages: int = Field(
-        default=100, ge=1, le=100, description="Email messages kept per flow (1..100)."
-    )
+    limit_flows: int = Field(default=100, description="Live flows kept (1..100).")
+    limit_messages: int = Field(default=100, description="Email messages kept per flow (1..100).")
     enrich_message_names: bool = Field(
         default=True, description="Read each flow's definition for message names and zero-filled rows."
     )
     audience_schema: AudienceSchema = Field(default="required", description="subscribers.csv columns.")
-    audience_page_size: int = Field(default=100, ge=1, le=100, description="Profiles per page (1..100).")
+    audience_page_size: int = Field(default=100, description="Profiles per page (1..100).")
     audience_max_pages: int | None = Field(
-        default=None, ge=0, description="Stop after this many profile pages; 0 = header only; unset = all."
+        default=None, description="Stop after this many profile pages; 0 = header only; unset = all."
     )
     conversion_metric_id: str | None = Field(
         default=None,
         description="Placed Order metric id; else SHOPIFY_PLACED_ORDER_METRIC_ID, else looked up by name.",
     )
+
+    @field_validator(*RANGES)
+    @classmethod
+    def _in_range(cls, value: int | None, info: ValidationInfo) -> int | None:
+        low, high = RANGES[info.field_name]
+        if value is not None and (value < low or (high is not None and value > high)):
+            allowed = f"between {low} and {high}" if high is not None else f"{low} or more"
+            raise ValueError(f"{info.field_name} must be {allowed}, got {value}")
+        return value
 
     @property
     def campaign_metrics_days(self) -> int:

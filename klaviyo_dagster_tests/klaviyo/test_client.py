@@ -297,3 +297,18 @@ def test_env_configures_the_client(simulator, monkeypatch, klaviyo_env) -> None:
     with KlaviyoClient() as client:
         assert client.get("/api/accounts").data[0]["type"] == "account"
     assert simulator.requests[0].status == 200
+
+
+def test_clients_of_one_account_pace_together(simulator_factory, klaviyo_env) -> None:
+    """Klaviyo counts per account: two assets' clients in one process share the account's budget."""
+    sim = simulator_factory(profiles=1, time_scale=SCALE)
+    first, second = (
+        KlaviyoClient(DEFAULT_API_KEY, base_url=sim.base_url, time_scale=SCALE, retry=FAST_RETRY)
+        for _ in range(2)
+    )
+    with first, second:
+        for _ in range(4):
+            first.get("/api/accounts")  # 1 call/s burst: each client alone would send back to back
+            second.get("/api/accounts")
+
+    assert [r.status for r in sim.requests] == [200] * 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -39,8 +40,10 @@ def raises(exc: type[httpx.TransportError]) -> Callable[[httpx.Request], httpx.R
     return step
 
 
-def make_client(transport: httpx.MockTransport, **kwargs) -> KlaviyoClient:
-    return KlaviyoClient("pk_offline", base_url=BASE, enabled=True, retry=FAST, transport=transport, **kwargs)
+def make_client(transport: httpx.MockTransport, key: str | None = None) -> KlaviyoClient:
+    # Pacing is shared per account across the process: a fresh key per test keeps tests independent.
+    key = key or f"pk_offline_{uuid.uuid4().hex}"
+    return KlaviyoClient(key, base_url=BASE, enabled=True, retry=FAST, transport=transport)
 
 
 @pytest.mark.parametrize("failure", [httpx.ReadTimeout, httpx.ConnectError, httpx.RemoteProtocolError])
@@ -54,10 +57,10 @@ def test_transport_failures_are_retried(failure: type[httpx.TransportError]) -> 
 
 def test_every_request_carries_auth_revision_and_json_api_headers() -> None:
     transport, seen = scripted(ok({"data": []}))
-    with make_client(transport) as client:
+    with make_client(transport, key="pk_offline_headers") as client:
         client.post("/api/flow-values-reports", {"data": {}})
     headers = seen[0].headers
-    assert headers["authorization"] == "Klaviyo-API-Key pk_offline"
+    assert headers["authorization"] == "Klaviyo-API-Key pk_offline_headers"
     assert headers["revision"] == "2026-07-15"
     assert headers["accept"] == "application/vnd.api+json"
     assert headers["content-type"] == "application/vnd.api+json"

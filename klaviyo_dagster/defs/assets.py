@@ -1,0 +1,116 @@
+"""The ingest assets: flows.csv, campaigns.csv and subscribers.csv for one account and date.
+
+Each materialization is one CSV the dashboard reads. Its metadata says what is in it (row count,
+a preview) and what it cost (the Klaviyo window asked for, calls and 429s per rate-limit group,
+seconds waited). In dry-run mode the file is built exactly as live, then thrown away: the asset
+logs an observation with ``rows`` and ``preview`` instead of materializing, and everything
+downstream of it is skipped.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from klaviyo_dagster.accounts import api_key_for_account
+from klaviyo_dagster.defs.config import SyncConfig
+from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY
+from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
+from klaviyo_dagster.defs.resources import KlaviyoResource
+from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
+from klaviyo_dagster.klaviyo.stats import ClientStats
+from klaviyo_dagster.producers.csvfile import CsvSummary
+from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
+
+INGEST_GROUP = "klaviyo_ingest"
+FLOWS_CSV = dg.AssetKey("flows_csv")
+CAMPAIGNS_CSV = dg.AssetKey("campaigns_csv")
+SUBSCRIBERS_CSV = dg.AssetKey("subscribers_csv")
+INGEST_ASSET_KEYS = (FLOWS_CSV, CAMPAIGNS_CSV, SUBSCRIBERS_CSV)
+
+
+def produce(
+    context: dg.AssetExecutionContext, config: SyncConfig, klaviyo: KlaviyoResource, file: CsvFile
+) -> Iterator[dg.Output]:
+    """Builds ``file`` for the run's partition and yields it (live) or observes it (dry run)."""
+    account_id, partition_date = split_partition_key(context.partition_key)
+    options = config.options()
+    try:
+        client = klaviyo.get_client(api_key=api_key_for_account(account_id))
+    except KlaviyoConfigError as exc:
+        raise dg.Failure(description=str(exc), metadata={"error": file.failure}) from None
+    with client:
+        session = SyncSession(client, options, partition_date)
+        try:
+            path, summary = session.write_to_temp(file)
+        except SyncFailed as exc:
+            raise dg.Failure(
+                description=str(exc),
+                metadata={"error": exc.name, "details": dg.MetadataValue.json(exc.details())},
+            ) from None
+        metadata = _metadata(summary, session, file, client.stats)
+    if options.is_dry_run:
+        path.unlink()
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=context.asset_key, partition=context.partition_key, metadata=metadata
+            )
+        )
+        context.log.info(f"dry run: {file.filename} would have {summary.rows} rows; nothing written")
+        return
+    yield dg.Output(path, metadata=metadata)
+
+
+def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: ClientStats) -> dict[str, Any]:
+    totals = stats.totals()
+    window = "whole audience, as of the run" if file is SUBSCRIBERS else session.window.describe()
+    return {
+        "dagster/row_count": summary.rows,
+        "rows": summary.rows,
+        "preview": dg.MetadataValue.md("```\n" + "\n".join(summary.preview) + "\n```"),
+        "klaviyo_window": window,
+        "klaviyo_calls": totals.calls,
+        "klaviyo_429s": totals.throttled,
+        "klaviyo_wait_seconds": round(
+            totals.paced_seconds + totals.retry_after_seconds + totals.backoff_seconds, 3
+        ),
+        "klaviyo_calls_by_group": dg.MetadataValue.json(stats.as_dict()),
+    }
+
+
+def _ingest_asset(key: dg.AssetKey, file: CsvFile, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=key,
+        group_name=INGEST_GROUP,
+        partitions_def=klaviyo_partitions,
+        io_manager_key=INGEST_IO_MANAGER_KEY,
+        output_required=False,  # a dry run builds the file but records no materialization
+        kinds={"klaviyo", "csv"},
+        description=description,
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, config: SyncConfig, klaviyo: KlaviyoResource
+    ) -> Iterator[dg.Output]:
+        yield from produce(context, config, klaviyo, file)
+
+    return _asset
+
+
+flows_csv = _ingest_asset(
+    FLOWS_CSV,
+    FLOWS,
+    "flows.csv: per day and live flow email message, Klaviyo's delivery, engagement and revenue "
+    "numbers over the partition window (one flow-series report call).",
+)
+campaigns_csv = _ingest_asset(
+    CAMPAIGNS_CSV,
+    CAMPAIGNS,
+    "campaigns.csv: every email campaign sent in the partition window, with its metrics over the "
+    "campaign metrics window (timeframe_key) ending on the partition date.",
+)
+subscribers_csv = _ingest_asset(
+    SUBSCRIBERS_CSV,
+    SUBSCRIBERS,
+    "subscribers.csv: every profile that can receive email marketing, streamed page by page.",
+)
+INGEST_ASSETS = (flows_csv, campaigns_csv, subscribers_csv)

@@ -1,0 +1,18 @@
+"""Run config of the ingest assets: the producers' options, validated before any Klaviyo call."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from klaviyo_dagster.producers.options import SyncOptions
+
+
+class SyncConfig(SyncOptions, dg.Config):
+    """One config shared by flows_csv, campaigns_csv and subscribers_csv.
+
+    Out-of-range values fail with the field and its allowed range, e.g.
+    "days must be between 1 and 30, got 40".
+    """
+
+    def options(self) -> SyncOptions:
+        return SyncOptions(**self.model_dump())

@@ -1,0 +1,52 @@
+"""Partitions: one per (UTC date, Klaviyo account).
+
+The date is the natural idempotency key: a partition always reads the same Klaviyo window and
+writes the same files, so reruns and backfills overwrite instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import dagster as dg
+
+from klaviyo_dagster.accounts import validate_account_id
+
+ACCOUNTS_PARTITIONS_NAME = "klaviyo_accounts"
+DATE_DIMENSION = "date"
+ACCOUNT_DIMENSION = "account"
+START_DATE_ENV_VAR = "KLAVIYO_PARTITIONS_START_DATE"
+DEFAULT_START_DATE = "2024-01-01"
+
+
+def _start_date() -> str:
+    raw = os.environ.get(START_DATE_ENV_VAR) or DEFAULT_START_DATE
+    try:
+        return date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise ValueError(f"{START_DATE_ENV_VAR} must be a date like 2024-01-01, got {raw!r}") from None
+
+
+# Daily in UTC; the newest key is yesterday, the last complete day.
+date_partitions = dg.DailyPartitionsDefinition(start_date=_start_date(), timezone="UTC")
+account_partitions = dg.DynamicPartitionsDefinition(name=ACCOUNTS_PARTITIONS_NAME)
+klaviyo_partitions = dg.MultiPartitionsDefinition(
+    {DATE_DIMENSION: date_partitions, ACCOUNT_DIMENSION: account_partitions}
+)
+
+
+def partition_key(account_id: str, day: date) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({DATE_DIMENSION: day.isoformat(), ACCOUNT_DIMENSION: account_id})
+
+
+def split_partition_key(key: str | dg.MultiPartitionKey) -> tuple[str, date]:
+    """(account id, partition date) of a partition key, both validated."""
+    keys = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else _parse(key)
+    return validate_account_id(keys[ACCOUNT_DIMENSION]), date.fromisoformat(keys[DATE_DIMENSION])
+
+
+def _parse(key: str) -> dict[str, str]:
+    # A MultiPartitionKey's string form joins the dimension keys in dimension-name order with "|".
+    account, day = key.split("|")
+    return {ACCOUNT_DIMENSION: account, DATE_DIMENSION: day}

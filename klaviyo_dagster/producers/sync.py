@@ -1,0 +1,144 @@
+"""One sync of one account for one partition date: the three files, built the same way everywhere.
+
+The Dagster assets, the dry-run job and the ``dry-run`` command line all go through ``SyncSession``,
+so a dry run builds exactly what a live run would. The account facts (timezone, conversion metric)
+are looked up once per session and only by the files that need them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TextIO
+
+from klaviyo_dagster.klaviyo.client import KlaviyoClient
+from klaviyo_dagster.klaviyo.errors import KlaviyoError
+from klaviyo_dagster.producers.account import account_timezone, conversion_metric_id
+from klaviyo_dagster.producers.campaigns import CAMPAIGNS_HEADER, write_campaigns_csv
+from klaviyo_dagster.producers.csvfile import CsvSummary, csv_line
+from klaviyo_dagster.producers.flows import FLOWS_HEADER, write_flows_csv
+from klaviyo_dagster.producers.options import SyncOptions
+from klaviyo_dagster.producers.subscribers import SUBSCRIBER_HEADERS, write_subscribers_csv
+from klaviyo_dagster.producers.window import Window
+
+
+@dataclass(frozen=True)
+class CsvFile:
+    """One of the three files: its name, its failure name (kept from the old orchestrator), its writer."""
+
+    kind: str  # flows | campaigns | subscribers
+    filename: str
+    failure: str
+    write: Callable[[SyncSession, TextIO], CsvSummary]
+    header: Callable[[SyncOptions], tuple[str, ...]]
+
+
+class SyncFailed(Exception):
+    """A file could not be built; ``name`` is FlowSyncFailed, CampaignSyncFailed or AudienceSyncFailed."""
+
+    def __init__(self, file: CsvFile, cause: KlaviyoError) -> None:
+        super().__init__(f"{file.failure}: {cause}")
+        self.name = file.failure
+        self.cause = cause
+
+    def details(self) -> dict[str, Any]:
+        return self.cause.as_dict()
+
+
+class SyncSession:
+    """Builds the files of one (account, partition date) with one Klaviyo client."""
+
+    def __init__(self, client: KlaviyoClient, options: SyncOptions, partition_date: date) -> None:
+        self.client = client
+        self.options = options.effective()
+        self.partition_date = partition_date
+
+    @cached_property
+    def timezone(self) -> str:
+        return account_timezone(self.client)
+
+    @cached_property
+    def window(self) -> Window:
+        return Window.ending_on(self.partition_date, self.options.days, self.timezone)
+
+    @cached_property
+    def metrics_window(self) -> Window:
+        return Window.ending_on(self.partition_date, self.options.campaign_metrics_days, self.timezone)
+
+    @cached_property
+    def metric_id(self) -> str:
+        return conversion_metric_id(self.client, self.options.conversion_metric_id)
+
+    def write(self, file: CsvFile, out: TextIO) -> CsvSummary:
+        """Writes ``file`` to ``out``; Klaviyo failures become SyncFailed carrying Klaviyo's details."""
+        try:
+            return file.write(self, out)
+        except KlaviyoError as exc:
+            raise SyncFailed(file, exc) from exc
+
+    def write_to_temp(self, file: CsvFile) -> tuple[Path, CsvSummary]:
+        """Builds ``file`` into a new temporary file (streamed, never held in memory); caller owns it."""
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", newline="", suffix=f"-{file.filename}", delete=False
+        ) as out:
+            path = Path(out.name)
+            try:
+                return path, self.write(file, out)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+
+
+FLOWS = CsvFile(
+    "flows",
+    "flows.csv",
+    "FlowSyncFailed",
+    lambda s, out: write_flows_csv(s.client, s.options, s.window, s.metric_id, out),
+    lambda options: FLOWS_HEADER,
+)
+CAMPAIGNS = CsvFile(
+    "campaigns",
+    "campaigns.csv",
+    "CampaignSyncFailed",
+    lambda s, out: write_campaigns_csv(s.client, s.options, s.window, s.metrics_window, s.metric_id, out),
+    lambda options: CAMPAIGNS_HEADER,
+)
+SUBSCRIBERS = CsvFile(
+    "subscribers",
+    "subscribers.csv",
+    "AudienceSyncFailed",
+    lambda s, out: write_subscribers_csv(s.client, s.options, out),
+    lambda options: SUBSCRIBER_HEADERS[options.audience_schema],
+)
+FILES = (FLOWS, CAMPAIGNS, SUBSCRIBERS)
+
+
+def dry_run(client: KlaviyoClient, options: SyncOptions, partition_date: date) -> dict[str, Any]:
+    """Builds the three files exactly as live, writes nothing, and reports the contract's JSON.
+
+    ``{"mode": "dry-run", "rows": {...}, "previews": {...}, "ms": N}``. In fast mode campaigns and
+    subscribers are skipped: rows 0 and a header-only preview.
+    """
+    started = time.monotonic()
+    session = SyncSession(client, options, partition_date)
+    rows: dict[str, int] = {}
+    previews: dict[str, list[str]] = {}
+    for file in FILES:
+        if session.options.fast and file is not FLOWS:
+            summary = CsvSummary(0, (csv_line(file.header(session.options)),))
+        else:
+            path, summary = session.write_to_temp(file)
+            path.unlink()
+        rows[file.kind] = summary.rows
+        previews[file.kind] = list(summary.preview)
+    return {
+        "mode": "dry-run",
+        "rows": rows,
+        "previews": previews,
+        "ms": round((time.monotonic() - started) * 1000),
+    }
