@@ -15,7 +15,12 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(INSTALLED)
 
+# demo and dev share a Dagster home, so demo runs show up in the UI.
+DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export DAGSTER_HOME
+
 demo: install
+	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m klaviyo_dagster demo
 
 test: install lint
@@ -26,6 +31,7 @@ lint: install
 	$(BIN)/ruff format --check klaviyo_dagster klaviyo_dagster_tests benchmarks
 
 dev: install
+	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/python -m klaviyo_dagster dev
 
 clean:

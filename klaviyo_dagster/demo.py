@@ -1,75 +1,109 @@
-"""``make demo``: the project end to end on the embedded defaults, no credentials needed.
+"""``make demo``: the nightly ingest end to end on the embedded defaults, no credentials needed.
 
-For now "end to end" is the Klaviyo side: start the simulator, list the simulated store's flows,
-campaigns and audience through the real client over real HTTP, print them, stop the simulator.
+Starts the Klaviyo simulator, points the project at it for a fixed demo account, registers that
+account's partition, runs the ``klaviyo_ingest`` job for yesterday (the newest partition) through
+Dagster, and prints what it produced: each file, its rows, a preview and what it cost in Klaviyo calls.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TextIO
 
-from klaviyo_dagster.klaviyo.client import KlaviyoClient
-from klaviyo_dagster.klaviyo.jsonapi import attribute
+import dagster as dg
+
+from klaviyo_dagster.accounts import ACCOUNT_ID_ENV_VAR, DEMO_ACCOUNT_ID
+from klaviyo_dagster.definitions import defs
+from klaviyo_dagster.defs.io_managers import DATA_DIR_ENV_VAR, default_data_dir
+from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
+from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
 
 DEMO_PROFILES = 2_000
 DEMO_SEED = 42
 
 
-def run_demo(out: TextIO = sys.stdout, profiles: int = DEMO_PROFILES) -> dict[str, int]:
-    """Runs the demo, prints a report to ``out`` and returns the counts it printed."""
+def run_demo(
+    out: TextIO = sys.stdout,
+    profiles: int = DEMO_PROFILES,
+    instance: dg.DagsterInstance | None = None,
+) -> dict[str, int]:
+    """Runs the ingest job for the demo account and yesterday; returns rows per asset."""
+    day = (datetime.now(UTC) - timedelta(days=1)).date()
     with (
         SimulatorServer(SimConfig(profiles=profiles, seed=DEMO_SEED)) as sim,
-        KlaviyoClient(DEFAULT_API_KEY, base_url=sim.base_url, enabled=True) as client,
+        demo_environment(sim.base_url),
+        _instance(instance) as dagster_instance,
     ):
-        print(f"Klaviyo simulator at {sim.base_url} ({profiles:,} profiles, seed {DEMO_SEED})", file=out)
-        counts = {
-            "flows": _print_flows(client, out),
-            "campaigns": _print_campaigns(client, out),
-            "profiles": _print_profile_count(client, out),
-        }
-        _print_calls(client, out)
-    return counts
+        print(f"Klaviyo simulator at {sim.base_url}: {profiles:,} profiles (seed {DEMO_SEED})", file=out)
+        print(f"Running {INGEST_JOB_NAME} for account {DEMO_ACCOUNT_ID}, date {day} ...", file=out)
+        dagster_instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [DEMO_ACCOUNT_ID])
+        job = defs().resolve_job_def(INGEST_JOB_NAME)
+        result = job.execute_in_process(
+            partition_key=partition_key(DEMO_ACCOUNT_ID, day), instance=dagster_instance
+        )
+        rows = _print_materializations(result, out)
+    print(f"\nRun {result.run_id}: {'success' if result.success else 'FAILED'}", file=out)
+    return rows
 
 
-def _print_flows(client: KlaviyoClient, out: TextIO) -> int:
-    flows = list(client.iter_resources("/api/flows", {"page[size]": "50"}))
-    statuses = Counter(attribute(f, "status", "?") for f in flows)
-    print(f"\nFlows: {len(flows)} ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})", file=out)
-    for flow in flows:
-        print(f"  {flow['id']}  {attribute(flow, 'status', ''):<8} {attribute(flow, 'name', '')}", file=out)
-    return len(flows)
+def embedded_defaults(base_url: str) -> dict[str, str]:
+    """The environment of the embedded defaults: the simulator's store as the one configured account."""
+    return {
+        "KLAVIYO_BASE_URL": base_url,
+        "KLAVIYO_API_KEY": DEFAULT_API_KEY,
+        "KLAVIYO_ENABLE": "true",
+        ACCOUNT_ID_ENV_VAR: DEMO_ACCOUNT_ID,
+        DATA_DIR_ENV_VAR: default_data_dir(),
+    }
 
 
-def _print_campaigns(client: KlaviyoClient, out: TextIO) -> int:
-    campaigns = list(client.iter_resources("/api/campaigns", {"filter": "equals(messages.channel,'email')"}))
-    sent = sorted(
-        (c for c in campaigns if attribute(c, "send_time")),
-        key=lambda c: attribute(c, "send_time"),
-        reverse=True,
-    )
-    print(f"\nEmail campaigns: {len(campaigns)}, {len(sent)} sent (the newest 10):", file=out)
-    for campaign in sent[:10]:
+@contextmanager
+def demo_environment(base_url: str) -> Iterator[None]:
+    settings = embedded_defaults(base_url)
+    saved = {name: os.environ.get(name) for name in (*settings, "KLAVIYO_API_KEY_PRIVATE")}
+    os.environ.pop("KLAVIYO_API_KEY_PRIVATE", None)
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _instance(given: dg.DagsterInstance | None) -> Iterator[dg.DagsterInstance]:
+    if given is not None:
+        yield given
+    elif os.environ.get("DAGSTER_HOME"):
+        with dg.DagsterInstance.get() as instance:  # runs then show up in `make dev`
+            yield instance
+    else:
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+
+
+def _print_materializations(result: dg.ExecuteInProcessResult, out: TextIO) -> dict[str, int]:
+    rows = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        metadata = materialization.metadata
+        name = materialization.asset_key.to_user_string()
+        rows[name] = metadata["dagster/row_count"].value
+        print(f"\n{name}: {rows[name]:,} rows -> {Path(metadata['path'].value)}", file=out)
         print(
-            f"  {campaign['id']}  {attribute(campaign, 'send_time')}  {attribute(campaign, 'name', '')}",
+            f"  Klaviyo window {metadata['klaviyo_window'].value}; {metadata['klaviyo_calls'].value} calls, "
+            f"{metadata['klaviyo_429s'].value} 429s, {metadata['klaviyo_wait_seconds'].value:.1f} s waited",
             file=out,
         )
-    return len(campaigns)
-
-
-def _print_profile_count(client: KlaviyoClient, out: TextIO) -> int:
-    params = {"page[size]": "100", "fields[profile]": "email"}
-    count = sum(len(page.data) for page in client.iter_pages("/api/profiles", params))
-    print(f"\nProfiles: {count:,}", file=out)
-    return count
-
-
-def _print_calls(client: KlaviyoClient, out: TextIO) -> None:
-    print("\nKlaviyo calls by rate-limit group:", file=out)
-    for group, stats in client.stats.snapshot().items():
-        print(
-            f"  {group:<34} calls={stats.calls:<4} 429s={stats.throttled} paced={stats.paced_seconds:.1f}s",
-            file=out,
-        )
+        for line in metadata["preview"].value.strip("`\n").split("\n")[:3]:
+            print(f"  | {line[:140]}", file=out)
+    return rows

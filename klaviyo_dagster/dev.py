@@ -13,7 +13,9 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
+from klaviyo_dagster.accounts import DEMO_ACCOUNT_ID
+from klaviyo_dagster.demo import DEMO_PROFILES, DEMO_SEED, embedded_defaults
+from klaviyo_dagster.sim import SimConfig, SimulatorServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,9 +26,11 @@ def run_dev(port: int = 3000) -> int:
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if not env.get("KLAVIYO_BASE_URL"):
-            sim = stack.enter_context(SimulatorServer(SimConfig(profiles=2_000, seed=42)))
-            env.update(KLAVIYO_BASE_URL=sim.base_url, KLAVIYO_API_KEY=DEFAULT_API_KEY, KLAVIYO_ENABLE="true")
-            print(f"Klaviyo simulator at {sim.base_url} (set KLAVIYO_BASE_URL to use a real account)")
+            sim = stack.enter_context(SimulatorServer(SimConfig(profiles=DEMO_PROFILES, seed=DEMO_SEED)))
+            env.pop("KLAVIYO_API_KEY_PRIVATE", None)
+            env.update(embedded_defaults(sim.base_url))
+            print(f"Klaviyo simulator at {sim.base_url}, demo account {DEMO_ACCOUNT_ID}")
+            print("(set KLAVIYO_BASE_URL, KLAVIYO_ACCOUNT_ID and a key to use a real account)")
         command = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
         try:
             return subprocess.call(command, cwd=PROJECT_ROOT, env=env)  # noqa: S603 - our own command

@@ -1,24 +1,29 @@
-"""``make demo`` prints the simulated store's flows, campaigns and audience."""
+"""``make demo`` runs the ingest job on the simulator and prints what it produced."""
 
 from __future__ import annotations
 
 import io
+import os
+
+import dagster as dg
 
 from klaviyo_dagster.demo import run_demo
-from klaviyo_dagster.sim import SimConfig
 
 
-def test_the_demo_lists_the_simulated_store(monkeypatch) -> None:
+def test_the_demo_ingests_the_simulated_store_end_to_end(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("KLAVIYO_ENABLE", raising=False)  # the demo needs no setup at all
+    monkeypatch.setenv("KLAVIYO_DAGSTER_DATA_DIR", str(tmp_path))
     out = io.StringIO()
 
-    counts = run_demo(out, profiles=300)
+    with dg.DagsterInstance.ephemeral() as instance:
+        rows = run_demo(out, profiles=300, instance=instance)
 
     text = out.getvalue()
-    assert counts["profiles"] == 300
-    assert counts["flows"] == SimConfig().flows
-    assert counts["campaigns"] > 0
-    assert f"Flows: {counts['flows']}" in text
-    assert f"Email campaigns: {counts['campaigns']}" in text
-    assert "Profiles: 300" in text
-    assert "429s=0" in text
+    assert set(rows) == {"flows_csv", "campaigns_csv", "subscribers_csv"}
+    assert rows["flows_csv"] > 0 and rows["campaigns_csv"] >= 0
+    assert 0 < rows["subscribers_csv"] <= 300
+    files = sorted(p.name for p in tmp_path.rglob("*.csv"))
+    assert files == ["campaigns_csv.csv", "flows_csv.csv", "subscribers_csv.csv"]
+    assert ": success" in text
+    assert "0 429s" in text and " 1 429s" not in text
+    assert "KLAVIYO_ENABLE" not in os.environ  # the demo put the environment back
