@@ -47,3 +47,11 @@ def tiny_store_env(simulator_factory, monkeypatch: pytest.MonkeyPatch) -> Simula
     monkeypatch.setenv("KLAVIYO_API_KEY", DEFAULT_API_KEY)
     monkeypatch.setenv("KLAVIYO_ACCOUNT_ID", ACCOUNT_ID)
     return sim
+
+
+@pytest.fixture
+def klaviyo_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Klaviyo enabled, and no key, base URL or revision leaking in from the machine."""
+    for name in ("KLAVIYO_API_KEY_PRIVATE", "KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_API_REVISION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KLAVIYO_ENABLE", "true")

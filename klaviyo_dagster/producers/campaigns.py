@@ -46,26 +46,8 @@ CAMPAIGNS_HEADER = (
     "Campaign ID",
     "Campaign Channel",
 )
+# The Klaviyo statistics behind the metric columns, in file order after "Send Weekday".
 CAMPAIGN_STATISTICS = (
-    "recipients",
-    "delivered",
-    "bounced",
-    "bounce_rate",
-    "opens_unique",
-    "open_rate",
-    "opens",
-    "clicks_unique",
-    "click_rate",
-    "clicks",
-    "conversion_uniques",
-    "conversion_rate",
-    "conversion_value",
-    "unsubscribes",
-    "spam_complaints",
-    "spam_complaint_rate",
-)
-# CSV column ← Klaviyo statistic, in file order after "Send Weekday".
-COLUMN_STATISTICS = (
     "recipients",
     "conversion_uniques",
     "conversion_rate",
@@ -220,7 +202,7 @@ def _row(
         "|".join(audience_names(a) for a in campaign.audience_ids),
         local.isoformat(timespec="seconds"),
         WEEKDAYS[local.weekday()],
-        *(stats.get(name) or 0 for name in COLUMN_STATISTICS),
+        *(stats.get(name) or 0 for name in CAMPAIGN_STATISTICS),
         campaign.id,
         "Email",
     ]

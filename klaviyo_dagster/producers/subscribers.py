@@ -225,12 +225,7 @@ def extended_row(profile: Resource) -> list[Any]:
     """The ``extended`` schema's 23 columns: raw attributes, both marketing subscriptions, and the
     nested objects as compact JSON."""
     return [
-        attribute(profile, "email"),
-        attribute(profile, f"{EMAIL_MARKETING}.consent"),
-        attribute(profile, "created"),
-        profile.get("id"),
-        attribute(profile, "first_name"),
-        attribute(profile, "last_name"),
+        *minimal_row(profile),  # the extended header starts with the minimal one
         attribute(profile, "updated"),
         attribute(profile, "last_event_date"),
         attribute(profile, "external_id"),

@@ -49,14 +49,6 @@ class RecordingTransport(httpx.HTTPTransport):
 
 
 @pytest.fixture
-def klaviyo_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A clean environment: Klaviyo enabled, no key or base URL leaking in from the machine."""
-    for name in ("KLAVIYO_API_KEY_PRIVATE", "KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_API_REVISION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KLAVIYO_ENABLE", "true")
-
-
-@pytest.fixture
 def transport() -> RecordingTransport:
     return RecordingTransport()
 

@@ -137,14 +137,6 @@ MINIMAL_CSV = (
 
 
 @pytest.fixture
-def klaviyo_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Klaviyo enabled, and no key, base URL or revision leaking in from the machine."""
-    for name in ("KLAVIYO_API_KEY_PRIVATE", "KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_API_REVISION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KLAVIYO_ENABLE", "true")
-
-
-@pytest.fixture
 def sim(klaviyo_env: None) -> Iterator[SimulatorServer]:
     with SimulatorServer(SimConfig(account_factory=TinyStore, seed=7)) as server:
         yield server

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from klaviyo_dagster.producers.flows import FLOW_STATISTICS
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimulatorServer
 
 HEADERS = {
@@ -30,23 +31,7 @@ def api(simulator: SimulatorServer) -> Iterator[httpx.Client]:
 def report_body(kind: str, metric_id: str, start: str, end: str, **extra: object) -> dict[str, object]:
     """A report request body with the statistics the producers ask for."""
     attributes: dict[str, object] = {
-        "statistics": [
-            "recipients",
-            "delivered",
-            "opens_unique",
-            "open_rate",
-            "clicks_unique",
-            "click_rate",
-            "conversion_uniques",
-            "conversion_rate",
-            "conversion_value",
-            "unsubscribe_rate",
-            "spam_complaint_rate",
-            "bounce_rate",
-            "bounced",
-            "opens",
-            "clicks",
-        ],
+        "statistics": [*FLOW_STATISTICS, "bounced", "opens", "clicks"],
         "timeframe": {"start": start, "end": end},
         "conversion_metric_id": metric_id,
         **extra,
