@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 
 from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
-from klaviyo_dagster.defs.partitions import klaviyo_partitions
 
 INGEST_JOB_NAME = "klaviyo_ingest"
 DRY_RUN_JOB_NAME = "klaviyo_dry_run"
@@ -13,14 +12,12 @@ DRY_RUN_JOB_NAME = "klaviyo_dry_run"
 klaviyo_ingest_job = dg.define_asset_job(
     INGEST_JOB_NAME,
     selection=list(INGEST_ASSET_KEYS),
-    partitions_def=klaviyo_partitions,
     description="Builds and stores flows.csv, campaigns.csv and subscribers.csv for an account and date.",
 )
 
 klaviyo_dry_run_job = dg.define_asset_job(
     DRY_RUN_JOB_NAME,
     selection=list(INGEST_ASSET_KEYS),
-    partitions_def=klaviyo_partitions,
     config={"ops": {key.path[-1]: {"config": {"mode": "dry-run"}} for key in INGEST_ASSET_KEYS}},
     description="Builds the three files exactly as live, writes nothing, and logs rows and a preview per file.",
 )
