@@ -16,12 +16,11 @@ $(INSTALLED): pyproject.toml
 	@touch $(INSTALLED)
 
 # demo and dev share a Dagster home, so demo runs show up in the UI.
-DAGSTER_HOME ?= $(CURDIR)/.dagster_home
-export DAGSTER_HOME
+DEMO_HOME := $(CURDIR)/.dagster_home
 
 demo: install
-	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m klaviyo_dagster demo
+	@mkdir -p $(DEMO_HOME)
+	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/python -m klaviyo_dagster demo
 
 test: install lint
 	$(BIN)/pytest
@@ -31,8 +30,8 @@ lint: install
 	$(BIN)/ruff format --check klaviyo_dagster klaviyo_dagster_tests benchmarks
 
 dev: install
-	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/python -m klaviyo_dagster dev
+	@mkdir -p $(DEMO_HOME)
+	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/python -m klaviyo_dagster dev
 
 clean:
 	rm -rf $(VENV) .data .dagster_home .pytest_cache .ruff_cache

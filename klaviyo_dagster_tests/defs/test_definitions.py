@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ def test_definitions_load() -> None:
 
 
 def test_the_workspace_validates_with_the_dagster_cli() -> None:
+    env = {name: value for name, value in os.environ.items() if name != "DAGSTER_HOME"}
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=PROJECT_ROOT,
@@ -26,6 +28,7 @@ def test_the_workspace_validates_with_the_dagster_cli() -> None:
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
