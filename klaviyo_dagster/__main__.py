@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--profiles", type=int, default=None, help="simulated audience size")
     dry = commands.add_parser("dry-run", help="build the three files for a date, write nothing, print JSON")
     add_dry_run_arguments(dry)
+    commands.add_parser("migrate", help="create the dashboard's tables where missing (Postgres or SQLite)")
     dev = commands.add_parser("dev", help="start the Dagster UI on the embedded defaults")
     dev.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         run_demo(profiles=args.profiles or DEMO_PROFILES)
     elif args.command == "dry-run":
         return run_dry_run(args)
+    elif args.command == "migrate":
+        from klaviyo_dagster.cli_migrate import run as run_migrate
+
+        return run_migrate()
     elif args.command == "dev":
         from klaviyo_dagster.dev import run_dev
 

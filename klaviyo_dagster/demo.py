@@ -2,7 +2,8 @@
 
 Starts the Klaviyo simulator, points the project at it for a fixed demo account, registers that
 account's partition, runs the ``klaviyo_ingest`` job for yesterday (the newest partition) through
-Dagster, and prints what it produced: each file, its rows, a preview and what it cost in Klaviyo calls.
+Dagster on the local store, and prints what it produced: each file (rows, a preview, what it cost in
+Klaviyo calls), the uploadId, the snapshot and its headline totals. A second run reuses them.
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TextIO
 
 import dagster as dg
 
 from klaviyo_dagster.accounts import ACCOUNT_ID_ENV_VAR, DEMO_ACCOUNT_ID
 from klaviyo_dagster.definitions import defs
-from klaviyo_dagster.defs.io_managers import DATA_DIR_ENV_VAR, default_data_dir
 from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
+from klaviyo_dagster.storage.store import DATA_DIR_ENV_VAR, default_data_dir
 
 DEMO_PROFILES = 2_000
 DEMO_SEED = 42
@@ -59,7 +59,7 @@ def embedded_defaults(base_url: str) -> dict[str, str]:
         "KLAVIYO_API_KEY": DEFAULT_API_KEY,
         "KLAVIYO_ENABLE": "true",
         ACCOUNT_ID_ENV_VAR: DEMO_ACCOUNT_ID,
-        DATA_DIR_ENV_VAR: default_data_dir(),
+        DATA_DIR_ENV_VAR: str(default_data_dir()),
     }
 
 
@@ -95,15 +95,39 @@ def _print_materializations(result: dg.ExecuteInProcessResult, out: TextIO) -> d
     rows = {}
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
-        metadata = materialization.metadata
+        metadata = {name: value.value for name, value in materialization.metadata.items()}
         name = materialization.asset_key.to_user_string()
-        rows[name] = metadata["dagster/row_count"].value
-        print(f"\n{name}: {rows[name]:,} rows -> {Path(metadata['path'].value)}", file=out)
-        print(
-            f"  Klaviyo window {metadata['klaviyo_window'].value}; {metadata['klaviyo_calls'].value} calls, "
-            f"{metadata['klaviyo_429s'].value} 429s, {metadata['klaviyo_wait_seconds'].value:.1f} s waited",
-            file=out,
-        )
-        for line in metadata["preview"].value.strip("`\n").split("\n")[:3]:
-            print(f"  | {line[:140]}", file=out)
+        if "dagster/row_count" in metadata:
+            rows[name] = metadata["dagster/row_count"]
+            _print_file(name, metadata, out)
+        else:
+            _print_snapshot(metadata, out)
     return rows
+
+
+def _print_file(name: str, metadata: dict, out: TextIO) -> None:
+    print(f"\n{name}: {metadata['dagster/row_count']:,} rows -> {metadata['object']}", file=out)
+    print(
+        f"  Klaviyo window {metadata['klaviyo_window']}; {metadata['klaviyo_calls']} calls, "
+        f"{metadata['klaviyo_429s']} 429s, {metadata['klaviyo_wait_seconds']:.1f} s waited",
+        file=out,
+    )
+    for line in metadata["preview"].strip("`\n").split("\n")[:3]:
+        print(f"  | {line[:140]}", file=out)
+
+
+def _print_snapshot(metadata: dict, out: TextIO) -> None:
+    print(
+        f"\nsnapshot {metadata['snapshot_id']} of upload {metadata['upload_id']} ({metadata['store']})",
+        file=out,
+    )
+    headline = ", ".join(
+        f"{key.removeprefix('total_')} {value:,.2f}"
+        for key, value in metadata.items()
+        if key.startswith("total_")
+    )
+    print(f"  totals: {headline}", file=out)
+    print(
+        f"  last email date {metadata.get('last_email_date') or '-'}, {metadata.get('series_days', 0)} days of series",
+        file=out,
+    )

@@ -63,12 +63,19 @@ def produce(
 
 def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: ClientStats) -> dict[str, Any]:
     totals = stats.totals()
-    window = "whole audience, as of the run" if file is SUBSCRIBERS else session.window.describe()
+    if file is SUBSCRIBERS:
+        window: dict[str, Any] = {"klaviyo_window": "whole audience, as of the run"}
+    else:
+        window = {
+            "klaviyo_window": session.window.describe(),
+            "window_first_day": session.window.first_day.isoformat(),
+            "window_last_day": session.window.last_day.isoformat(),
+        }
     return {
+        **window,
         "dagster/row_count": summary.rows,
         "rows": summary.rows,
         "preview": dg.MetadataValue.md("```\n" + "\n".join(summary.preview) + "\n```"),
-        "klaviyo_window": window,
         "klaviyo_calls": totals.calls,
         "klaviyo_429s": totals.throttled,
         "klaviyo_wait_seconds": round(

@@ -1,44 +1,69 @@
-"""Where the ingest CSVs land. For now a local folder; the Supabase/local ingest store replaces it.
+"""Where the ingest CSVs land: ``{uploadId}/{flows,campaigns,subscribers}.csv`` in the ingest store.
 
-Files are placed atomically (written beside the target, then renamed), so a reader never sees half
-a file and a rerun of a partition overwrites its files instead of adding new ones.
+The upload id is the contract's deterministic id of ``"{accountId}:nightly-{date}"``, so a rerun or a
+backfill of a partition overwrites the same objects instead of adding new ones.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
 from klaviyo_dagster.defs.partitions import split_partition_key
+from klaviyo_dagster.defs.resources import IngestStoreResource
+from klaviyo_dagster.storage.ids import nightly_upload_id
+from klaviyo_dagster.storage.objects import ObjectStore
 
 INGEST_IO_MANAGER_KEY = "ingest_io_manager"
-DATA_DIR_ENV_VAR = "KLAVIYO_DAGSTER_DATA_DIR"
+# Asset name → the object name the dashboard expects.
+OBJECT_NAMES = {
+    "flows_csv": "flows.csv",
+    "campaigns_csv": "campaigns.csv",
+    "subscribers_csv": "subscribers.csv",
+}
 
 
-def default_data_dir() -> str:
-    return os.environ.get(DATA_DIR_ENV_VAR) or str(Path.cwd() / ".data")
+@dataclass(frozen=True)
+class StoredCsv:
+    """A CSV in the ingest store, as downstream assets receive it (nothing is read until opened)."""
+
+    key: str
+    objects: ObjectStore
+
+    @contextmanager
+    def local_path(self) -> Iterator[Path]:
+        """The object as a local file for the duration of the block (downloaded when remote)."""
+        with tempfile.TemporaryDirectory(prefix="klaviyo-dagster-") as folder:
+            path = Path(folder) / Path(self.key).name
+            self.objects.download(self.key, path)
+            yield path
 
 
-class LocalCsvIOManager(dg.ConfigurableIOManager):
-    """Stores each CSV asset at ``{base_dir}/ingest/{account}/{date}/{asset}.csv``."""
+def object_key(partition_key: str, asset_name: str) -> str:
+    account_id, day = split_partition_key(partition_key)
+    return f"{nightly_upload_id(account_id, day)}/{OBJECT_NAMES[asset_name]}"
 
-    base_dir: str
+
+class IngestStoreIOManager(dg.ConfigurableIOManager):
+    """Stores the three CSV assets in the ingest store and hands downstream a ``StoredCsv``."""
+
+    store: IngestStoreResource
 
     def handle_output(self, context: dg.OutputContext, obj: Path) -> None:
-        target = self._path(context)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_suffix(".csv.partial")
-        shutil.move(obj, staging)
-        os.replace(staging, target)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(target))})
+        key = object_key(context.asset_partition_key, context.asset_key.path[-1])
+        objects = self.store.get_store().objects
+        try:
+            objects.upload(key, obj)
+        finally:
+            Path(obj).unlink(missing_ok=True)
+        context.add_output_metadata({"upload_id": key.split("/")[0], "object": f"{objects.describe()}/{key}"})
 
-    def load_input(self, context: dg.InputContext) -> Path:
-        return self._path(context.upstream_output) if context.upstream_output else self._path(context)
-
-    def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
-        account_id, day = split_partition_key(context.asset_partition_key)
-        name = context.asset_key.path[-1]
-        return Path(self.base_dir) / "ingest" / account_id / day.isoformat() / f"{name}.csv"
+    def load_input(self, context: dg.InputContext) -> StoredCsv:
+        upstream = context.upstream_output
+        name = (upstream.asset_key if upstream else context.asset_key).path[-1]
+        return StoredCsv(object_key(context.asset_partition_key, name), self.store.get_store().objects)

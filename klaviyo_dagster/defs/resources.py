@@ -1,13 +1,25 @@
-"""Dagster resources: how assets get a Klaviyo client (and later the ingest store)."""
+"""Dagster resources: how assets get a Klaviyo client and the ingest store."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from klaviyo_dagster.klaviyo.client import API_KEY_ENV_VARS, KlaviyoClient, RetryPolicy
+from klaviyo_dagster.storage.objects import bucket_from_env
+from klaviyo_dagster.storage.store import (
+    SUPABASE_DB_URL_VAR,
+    SUPABASE_KEY_VAR,
+    IngestStore,
+    default_data_dir,
+    local_store,
+    supabase_settings,
+    supabase_store,
+)
+from klaviyo_dagster.storage.supabase_objects import StorageConfigError
 
 KLAVIYO_RESOURCE_KEY = "klaviyo"
 
@@ -59,3 +71,45 @@ def klaviyo_resource_from_env() -> KlaviyoResource:
     """The resource bound to whichever key variable is set, by name (EnvVar), never by value."""
     key_var = next((name for name in API_KEY_ENV_VARS if os.environ.get(name)), None)
     return KlaviyoResource(api_key=dg.EnvVar(key_var) if key_var else None)
+
+
+INGEST_STORE_RESOURCE_KEY = "ingest_store"
+
+
+class IngestStoreResource(dg.ConfigurableResource):
+    """Where the partition's files and the dashboard's rows go.
+
+    Supabase when its URL, service key and database URL are given (use EnvVar for the two secrets),
+    else the local store under ``data_dir`` (default ``$KLAVIYO_DAGSTER_DATA_DIR`` or ``./.data``).
+    """
+
+    supabase_url: str | None = Field(default=None, description="SUPABASE_URL; unset for the local store.")
+    service_role_key: str | None = Field(default=None, description="Supabase service role key; use EnvVar.")
+    db_url: str | None = Field(default=None, description="Direct Postgres connection string; use EnvVar.")
+    bucket: str | None = Field(
+        default=None, description="Unset: DATA_INGEST_BUCKET, PREAUTH_BUCKET, preauth-uploads."
+    )
+    data_dir: str | None = Field(default=None, description="The local store's folder.")
+
+    def get_store(self) -> IngestStore:
+        bucket = self.bucket or bucket_from_env()
+        if not (self.supabase_url or self.service_role_key or self.db_url):
+            return local_store(Path(self.data_dir) if self.data_dir else default_data_dir(), bucket)
+        if not (self.supabase_url and self.service_role_key and self.db_url):
+            raise StorageConfigError(
+                "The Supabase store needs supabase_url, service_role_key and db_url together "
+                "(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL)."
+            )
+        return supabase_store(self.supabase_url, self.service_role_key, self.db_url, bucket)
+
+
+def ingest_store_resource_from_env() -> IngestStoreResource:
+    """Supabase if configured (secrets by EnvVar name, never by value), else the local store."""
+    settings = supabase_settings()
+    if settings is None:
+        return IngestStoreResource()
+    return IngestStoreResource(
+        supabase_url=settings["url"],
+        service_role_key=dg.EnvVar(SUPABASE_KEY_VAR),
+        db_url=dg.EnvVar(SUPABASE_DB_URL_VAR),
+    )

@@ -9,13 +9,21 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, LocalCsvIOManager
+from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
-from klaviyo_dagster.defs.resources import KLAVIYO_RESOURCE_KEY, KlaviyoResource
-from klaviyo_dagster_tests.conftest import ACCOUNT_ID
+from klaviyo_dagster.defs.resources import (
+    INGEST_STORE_RESOURCE_KEY,
+    KLAVIYO_RESOURCE_KEY,
+    IngestStoreResource,
+    KlaviyoResource,
+)
+from klaviyo_dagster.defs.snapshot import SNAPSHOT_PROCESSING_RESOURCE_KEY, SnapshotProcessingResource
+from klaviyo_dagster.storage.ids import nightly_upload_id
+from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
 from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
 
 TINY_PARTITION = partition_key(ACCOUNT_ID, PARTITION_DATE)
+TINY_UPLOAD_ID = nightly_upload_id(ACCOUNT_ID, PARTITION_DATE)
 
 
 @pytest.fixture
@@ -31,8 +39,21 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def resources(data_dir: Path) -> dict[str, Any]:
+def store_resource(data_dir: Path) -> IngestStoreResource:
+    """The local store (folder + SQLite) under the test's data directory."""
+    return IngestStoreResource(data_dir=str(data_dir))
+
+
+@pytest.fixture
+def resources(store_resource: IngestStoreResource) -> dict[str, Any]:
     return {
-        KLAVIYO_RESOURCE_KEY: KlaviyoResource(),
-        INGEST_IO_MANAGER_KEY: LocalCsvIOManager(base_dir=str(data_dir)),
+        KLAVIYO_RESOURCE_KEY: KlaviyoResource(time_scale=TINY_TIME_SCALE),
+        INGEST_STORE_RESOURCE_KEY: store_resource,
+        INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store_resource),
+        SNAPSHOT_PROCESSING_RESOURCE_KEY: SnapshotProcessingResource(),
     }
+
+
+def stored_object(data_dir: Path, name: str) -> Path:
+    """Where the local store keeps one of the tiny partition's files."""
+    return data_dir / "objects" / "preauth-uploads" / TINY_UPLOAD_ID / name

@@ -12,7 +12,7 @@ from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, INGEST_ASSETS,
 from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME
 from klaviyo_dagster.sim import FaultSpec
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID
-from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION
+from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION, TINY_UPLOAD_ID, stored_object
 from klaviyo_dagster_tests.producers import test_campaigns, test_flows
 from klaviyo_dagster_tests.producers.test_account import StoreWithoutOrders
 
@@ -36,10 +36,6 @@ def materialize(
     )
 
 
-def stored(data_dir: Path, name: str) -> Path:
-    return data_dir / "ingest" / ACCOUNT_ID / "2026-03-09" / f"{name}.csv"
-
-
 def with_mode(mode: str, **extra: object) -> dict:
     return {"ops": {name: {"config": {"days": 3, "mode": mode, **extra}} for name in TINY_RUN_CONFIG["ops"]}}
 
@@ -48,9 +44,9 @@ def test_the_three_files_land_byte_for_byte(tiny_store_env, instance, resources,
     result = materialize(instance, resources)
 
     assert result.success
-    assert stored(data_dir, "flows_csv").read_text(encoding="utf-8") == test_flows.EXPECTED
-    assert stored(data_dir, "campaigns_csv").read_text(encoding="utf-8") == test_campaigns.EXPECTED
-    assert stored(data_dir, "subscribers_csv").read_text(encoding="utf-8").endswith("\n")
+    assert stored_object(data_dir, "flows.csv").read_text(encoding="utf-8") == test_flows.EXPECTED
+    assert stored_object(data_dir, "campaigns.csv").read_text(encoding="utf-8") == test_campaigns.EXPECTED
+    assert stored_object(data_dir, "subscribers.csv").read_text(encoding="utf-8").endswith("\n")
     assert not list(data_dir.rglob("*.partial"))
 
 
@@ -76,8 +72,9 @@ def test_a_rerun_overwrites_the_partitions_files(tiny_store_env, instance, resou
     assert materialize(instance, resources).success
     assert materialize(instance, resources).success
 
-    files = sorted(p.name for p in data_dir.rglob("*") if p.is_file())
-    assert files == ["campaigns_csv.csv", "flows_csv.csv", "subscribers_csv.csv"]
+    folders = [p for p in (data_dir / "objects" / "preauth-uploads").iterdir()]
+    assert [p.name for p in folders] == [TINY_UPLOAD_ID]
+    assert sorted(p.name for p in folders[0].iterdir()) == ["campaigns.csv", "flows.csv", "subscribers.csv"]
 
 
 @dg.asset(ins={"flows_csv": dg.AssetIn(FLOWS_CSV)}, partitions_def=INGEST_ASSETS[0].partitions_def)
@@ -197,7 +194,7 @@ def test_a_klaviyo_error_fails_the_asset_with_klaviyos_details_and_no_file(
     assert failure.metadata["error"].value == "CampaignSyncFailed"
     details = failure.metadata["details"].value
     assert details["status"] == 400 and details["errors"][0]["status"] == 400
-    assert not stored(data_dir, "campaigns_csv").exists()
+    assert not stored_object(data_dir, "campaigns.csv").exists()
 
 
 @pytest.mark.parametrize("node", ["flows_csv", "campaigns_csv", "subscribers_csv"])

@@ -1,0 +1,350 @@
+"""A snapshot's derived metrics: what the dashboard charts (series) and headlines (totals).
+
+The web app's ``/api/snapshots/process`` did this before; we keep its metric keys and formulas
+(``contracts/supabase.md``, "Snapshot processing") and fix its history bug: the old series kept only
+the dashboard keys per day, so opens, clicks, unsubscribes, spam complaints and bounces of carried
+days were lost and the totals drifted as the series grew. Here every day's series carries the counts
+too, so any snapshot's totals can be rebuilt from its series alone.
+
+Plain Python, no Dagster, no database: the caller reads the CSVs and the previous snapshot's series
+and writes the result.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from datetime import date, timedelta
+from itertools import chain
+from typing import TextIO
+
+# The keys the dashboard reads, per day and for the whole snapshot (rates are percentages).
+DASHBOARD_KEYS = (
+    "totalRevenue",
+    "emailsSent",
+    "totalOrders",
+    "openRate",
+    "clickRate",
+    "clickToOpenRate",
+    "conversionRate",
+    "unsubscribeRate",
+    "spamRate",
+    "bounceRate",
+    "avgOrderValue",
+    "revenuePerEmail",
+)
+# The counts behind the rates; the old app wrote them only as totals.
+COUNT_KEYS = ("uniqueOpens", "uniqueClicks", "unsubscribesCount", "spamComplaintsCount", "bouncesCount")
+# Fix: the series carries the counts as well, so carried days keep every base sum.
+SERIES_KEYS = DASHBOARD_KEYS + COUNT_KEYS
+TOTAL_KEYS = DASHBOARD_KEYS + COUNT_KEYS
+# The series keys a day's base sums are rebuilt from, by DayTotals field.
+BASE_KEYS = {
+    "revenue": "totalRevenue",
+    "emails": "emailsSent",
+    "orders": "totalOrders",
+    "unique_opens": "uniqueOpens",
+    "unique_clicks": "uniqueClicks",
+    "unsubscribes": "unsubscribesCount",
+    "spam_complaints": "spamComplaintsCount",
+    "bounces": "bouncesCount",
+}
+# For a snapshot written by the old app (no count keys): each count's rate, a percentage of emails sent.
+RATE_OF_COUNT = {
+    "uniqueOpens": "openRate",
+    "uniqueClicks": "clickRate",
+    "unsubscribesCount": "unsubscribeRate",
+    "spamComplaintsCount": "spamRate",
+    "bouncesCount": "bounceRate",
+}
+# flows.csv rows of other channels (SMS, push) are not email activity.
+EMAIL_CHANNELS = frozenset({"", "email", "Email"})
+
+FLOWS_COLUMNS = (
+    "Day",
+    "Flow Message Channel",
+    "Delivered",
+    "Unique Opens",
+    "Unique Clicks",
+    "Placed Order",
+    "Revenue",
+    "Unsub Rate",
+    "Complaint Rate",
+    "Bounce Rate",
+)
+CAMPAIGNS_COLUMNS = (
+    "Send Time",
+    "Total Recipients",
+    "Unique Placed Order",
+    "Revenue",
+    "Unique Opens",
+    "Unique Clicks",
+    "Unsubscribes",
+    "Spam Complaints",
+    "Bounces",
+)
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """The base sums of one day of email activity; every metric derives from these."""
+
+    revenue: float = 0
+    emails: float = 0
+    orders: float = 0
+    unique_opens: float = 0
+    unique_clicks: float = 0
+    unsubscribes: float = 0
+    spam_complaints: float = 0
+    bounces: float = 0
+
+    def __add__(self, other: DayTotals) -> DayTotals:
+        if not isinstance(other, DayTotals):
+            return NotImplemented
+        return DayTotals(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    """One ``snapshot_series`` row: a metric's value on one day."""
+
+    metric_key: str
+    day: date
+    value: float
+
+
+@dataclass(frozen=True)
+class SnapshotMetrics:
+    """Everything processing writes for a snapshot."""
+
+    series: list[SeriesPoint]  # sorted by (day, metric_key)
+    totals: dict[str, float]
+    last_email_date: date | None
+
+
+def round_half_up(x: float) -> float:
+    """JavaScript's ``Math.round``, which the app used: halves go up (Python's ``round`` goes to even)."""
+    return float(math.floor(x + 0.5))
+
+
+# --- Reading the CSVs -------------------------------------------------------------------------------
+
+
+def daily_totals(flows_csv: TextIO, campaigns_csv: TextIO) -> dict[date, DayTotals]:
+    """Sums each day's email activity over flows.csv and campaigns.csv, reading them row by row.
+
+    Days are the account's local dates: flows ``Day``, campaigns the date part of ``Send Time``.
+    Raises ValueError, naming the file and line, for a missing column, a bad date or a non-number:
+    a snapshot built on a misread file would show the dashboard wrong numbers.
+    """
+    days: dict[date, DayTotals] = defaultdict(DayTotals)
+    for day, totals in chain(_flow_days(flows_csv), _campaign_days(campaigns_csv)):
+        days[day] = days[day] + totals
+    return dict(days)
+
+
+def _flow_days(flows_csv: TextIO) -> Iterator[tuple[date, DayTotals]]:
+    """flows.csv email rows as (day, totals). Flows have only rates for unsubscribes, spam and bounces."""
+    for where, row in _rows(flows_csv, "flows.csv", FLOWS_COLUMNS):
+        if (row["Flow Message Channel"] or "") not in EMAIL_CHANNELS:
+            continue
+        emails = _number(row, "Delivered", where)
+        yield (
+            _day(row["Day"], "Day", where),
+            DayTotals(
+                revenue=_number(row, "Revenue", where),
+                emails=emails,
+                orders=_number(row, "Placed Order", where),
+                unique_opens=_number(row, "Unique Opens", where),
+                unique_clicks=_number(row, "Unique Clicks", where),
+                unsubscribes=round_half_up(emails * _number(row, "Unsub Rate", where)),
+                spam_complaints=round_half_up(emails * _number(row, "Complaint Rate", where)),
+                bounces=round_half_up(emails * _number(row, "Bounce Rate", where)),
+            ),
+        )
+
+
+def _campaign_days(campaigns_csv: TextIO) -> Iterator[tuple[date, DayTotals]]:
+    """campaigns.csv rows (all email) as (day, totals); campaigns have real counts."""
+    for where, row in _rows(campaigns_csv, "campaigns.csv", CAMPAIGNS_COLUMNS):
+        # Send Time is already in the account's timezone (2026-03-08T11:30:00-04:00): its first
+        # 10 characters are the local date, with no timezone conversion.
+        yield (
+            _day((row["Send Time"] or "")[:10], "Send Time", where),
+            DayTotals(
+                revenue=_number(row, "Revenue", where),
+                emails=_number(row, "Total Recipients", where),
+                orders=_number(row, "Unique Placed Order", where),
+                unique_opens=_number(row, "Unique Opens", where),
+                unique_clicks=_number(row, "Unique Clicks", where),
+                unsubscribes=_number(row, "Unsubscribes", where),
+                spam_complaints=_number(row, "Spam Complaints", where),
+                bounces=_number(row, "Bounces", where),
+            ),
+        )
+
+
+def _rows(text: TextIO, name: str, columns: Iterable[str]) -> Iterator[tuple[str, Mapping[str, str | None]]]:
+    """The data rows of a CSV by column name, each with "file line N" for error messages."""
+    reader = csv.DictReader(text)
+    missing = [c for c in columns if c not in (reader.fieldnames or ())]
+    if missing:
+        raise ValueError(f"{name} has no column {', '.join(repr(c) for c in missing)}")
+    for row in reader:
+        yield f"{name} line {reader.line_num}", row
+
+
+def _number(row: Mapping[str, str | None], column: str, where: str) -> float:
+    """A numeric field as JavaScript wrote it; an empty (or absent) field counts as 0."""
+    text = (row.get(column) or "").strip()
+    if not text:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {column} is not a number: {text!r}")
+    return value
+
+
+def _day(text: str | None, column: str, where: str) -> date:
+    try:
+        return date.fromisoformat(text or "")
+    except ValueError:
+        raise ValueError(f"{where}: {column} is not a YYYY-MM-DD date: {text!r}") from None
+
+
+# --- Metrics -----------------------------------------------------------------------------------------
+
+
+def metric_values(t: DayTotals) -> dict[str, float]:
+    """Every metric key's value for a day's (or the whole snapshot's) base sums, as the app defines them.
+
+    Rates are percentages: open, click, unsubscribe, spam and bounce over emails sent; click-to-open
+    over unique opens; conversion over unique clicks. A ratio with a zero divisor is 0.
+    """
+    return {
+        "totalRevenue": t.revenue,
+        "emailsSent": t.emails,
+        "totalOrders": t.orders,
+        "openRate": _percent(t.unique_opens, t.emails),
+        "clickRate": _percent(t.unique_clicks, t.emails),
+        "clickToOpenRate": _percent(t.unique_clicks, t.unique_opens),
+        "conversionRate": _percent(t.orders, t.unique_clicks),
+        "unsubscribeRate": _percent(t.unsubscribes, t.emails),
+        "spamRate": _percent(t.spam_complaints, t.emails),
+        "bounceRate": _percent(t.bounces, t.emails),
+        "avgOrderValue": _ratio(t.revenue, t.orders),
+        "revenuePerEmail": _ratio(t.revenue, t.emails),
+        "uniqueOpens": t.unique_opens,
+        "uniqueClicks": t.unique_clicks,
+        "unsubscribesCount": t.unsubscribes,
+        "spamComplaintsCount": t.spam_complaints,
+        "bouncesCount": t.bounces,
+    }
+
+
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def _percent(part: float, whole: float) -> float:
+    return _ratio(part, whole) * 100
+
+
+def compute_metrics(
+    current: dict[date, DayTotals],
+    window: tuple[date, date],
+    previous: Iterable[SeriesPoint] = (),
+    previous_last_email_date: date | None = None,
+) -> SnapshotMetrics:
+    """The series, totals and last email date of a snapshot covering ``window`` (first, last; inclusive).
+
+    ``current`` is this snapshot's :func:`daily_totals`; every window day appears in the series (zeros
+    without activity), so the dashboard sees quiet days rather than gaps. ``previous`` is the series of
+    the account's previous snapshot (the caller's choice: the latest partition date before this one,
+    since backfills run out of order): its days before the window are carried forward, so the series
+    keeps growing; its days inside or after the window are replaced by this window. Totals cover every
+    series day, carried history included.
+
+    Raises ValueError when ``current`` has a day outside the window: the files and the window
+    disagree, and dropping or keeping those rows would both misreport the snapshot.
+    """
+    first, last = window
+    if first > last:
+        raise ValueError(f"window starts after it ends: {first} > {last}")
+    outside = sorted(day for day in current if not first <= day <= last)
+    if outside:
+        raise ValueError(f"activity outside the window {first}..{last}: {', '.join(map(str, outside))}")
+    days = carried_days(previous, before=first)
+    for day in window_days(first, last):
+        days[day] = current.get(day, DayTotals())
+    whole = sum((days[day] for day in sorted(days)), DayTotals())  # in day order: stable float sums
+    return SnapshotMetrics(
+        series=series_points(days),
+        totals=_pick(metric_values(whole), TOTAL_KEYS),
+        last_email_date=last_email_date(days, previous_last_email_date),
+    )
+
+
+def window_days(first: date, last: date) -> list[date]:
+    """Every calendar day from ``first`` to ``last``, both included."""
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def series_points(days: Mapping[date, DayTotals]) -> list[SeriesPoint]:
+    """Every SERIES_KEYS point of every day, sorted by (day, metric_key)."""
+    return [
+        SeriesPoint(key, day, value)
+        for day in sorted(days)
+        for key, value in sorted(_pick(metric_values(days[day]), SERIES_KEYS).items())
+    ]
+
+
+def carried_days(previous: Iterable[SeriesPoint], before: date) -> dict[date, DayTotals]:
+    """The previous snapshot's days before ``before``, rebuilt as base sums from its series points.
+
+    Values may arrive as ``Decimal`` (Postgres ``numeric``); they become floats. Unknown keys are ignored.
+    """
+    by_day: dict[date, dict[str, float]] = defaultdict(dict)
+    for point in previous:
+        if point.day < before:
+            by_day[point.day][point.metric_key] = float(point.value)
+    return {day: rebuild_day(values) for day, values in by_day.items()}
+
+
+def rebuild_day(values: Mapping[str, float]) -> DayTotals:
+    """A day's base sums from its series values (metric key → value)."""
+    emails = values.get("emailsSent", 0.0)
+
+    def base(key: str) -> float:
+        if key in values:
+            return values[key]
+        rate = RATE_OF_COUNT.get(key)
+        if rate is None:
+            return 0.0
+        # A snapshot written by the old app has no count keys in its series: derive the count from the
+        # day's rate (a percentage of emails sent). The rate was count / emails * 100, so this gives
+        # the count back, up to rounding.
+        return round_half_up(values.get(rate, 0.0) / 100 * emails)
+
+    return DayTotals(**{name: base(key) for name, key in BASE_KEYS.items()})
+
+
+def last_email_date(days: Mapping[date, DayTotals], previous: date | None = None) -> date | None:
+    """The latest day that sent email, or the previous snapshot's last email date if that is later.
+
+    The dashboard shows it as "last email sent"; a quiet window must not move it back.
+    """
+    candidates = [day for day, totals in days.items() if totals.emails > 0]
+    if previous is not None:
+        candidates.append(previous)
+    return max(candidates, default=None)
+
+
+def _pick(values: Mapping[str, float], keys: Iterable[str]) -> dict[str, float]:
+    return {key: values[key] for key in keys}

@@ -1,0 +1,437 @@
+"""An HTTP-level double of Supabase Storage, for the real ``supabase`` client to talk to.
+
+It serves the endpoints storage3 2.34 uses for upload/update/download/list/remove under
+``/storage/v1`` and answers like the real service does (see the Supabase contract): errors are
+HTTP 400 with the intended status as a *string* ``statusCode`` in a JSON body; a bad key is
+``403/Unauthorized``; a duplicate without ``x-upsert: true`` is ``409/Duplicate``; a missing bucket is
+``404/Bucket not found``; a missing object ``404/not_found``; an object over the limit
+``413/Payload too large``. Faults: ``fail_next(n, 503 | "timeout" | "gateway_html")``.
+
+    with SupabaseStorageDouble(service_key="...") as double:
+        store = SupabaseObjectStore(double.url, "...", "preauth-uploads")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_OBJECT_BYTES = 50 * 1024 * 1024
+GATEWAY_HTML = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+)
+_SECRET_HEADERS = frozenset({"authorization", "apikey"})
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names, without authorization/apikey
+    status: int | None  # None while a "timeout" fault hangs (and after the client gave up)
+    fault: str | None = None  # "503", "timeout", "gateway_html", ... when injected
+    file_content_type: str | None = None  # the multipart "file" part's Content-Type on uploads
+    body_size: int = 0
+
+
+@dataclass
+class _Fault:
+    remaining: int
+    kind: int | str
+    gateway_status: int
+
+
+@dataclass
+class _State:
+    service_key: str
+    buckets: dict[str, dict[str, tuple[bytes, str, str]]]  # bucket -> key -> (data, content type, id)
+    max_object_bytes: int
+    allowed_mime_types: frozenset[str] | None
+    hang_seconds: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    faults: list[_Fault] = field(default_factory=list)
+    shutdown: asyncio.Event | None = None
+
+
+def _storage_error(status: str, error: str, message: str, code: str | None = None) -> JSONResponse:
+    """Storage's error shape: HTTP 400, the real status as a string in the body."""
+    body: dict[str, str] = {"statusCode": status, "error": error, "message": message}
+    if code is not None:
+        body["code"] = code
+    return JSONResponse(body, status_code=400)
+
+
+def _parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[bytes, str | None]]:
+    """name -> (content, part content type). Enough for httpx's encoder (no python-multipart here)."""
+    boundary = None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "boundary":
+            boundary = value.strip('"').encode("latin-1")
+    if not boundary:
+        raise ValueError("multipart body without a boundary")
+    fields: dict[str, tuple[bytes, str | None]] = {}
+    for chunk in body.split(b"--" + boundary)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, content = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        content = content.removesuffix(b"\r\n")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            hname, _, hvalue = line.partition(":")
+            headers[hname.strip().lower()] = hvalue.strip()
+        disposition = headers.get("content-disposition", "")
+        part_name = None
+        for param in disposition.split(";")[1:]:
+            pname, _, pvalue = param.strip().partition("=")
+            if pname == "name":
+                part_name = pvalue.strip('"')
+        if part_name is not None:
+            fields[part_name] = (content, headers.get("content-type"))
+    return fields
+
+
+def _object_row(bucket: str, name: str, key: str, entry: tuple[bytes, str, str]) -> dict[str, Any]:
+    data, content_type, object_id = entry
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "name": name,
+        "id": object_id,
+        "bucket_id": bucket,
+        "updated_at": now,
+        "created_at": now,
+        "last_accessed_at": now,
+        "metadata": {
+            "eTag": f'"{uuid.uuid5(uuid.NAMESPACE_URL, key).hex}"',
+            "size": len(data),
+            "mimetype": content_type,
+            "cacheControl": "max-age=3600",
+            "lastModified": now,
+            "contentLength": len(data),
+            "httpStatusCode": 200,
+        },
+    }
+
+
+def build_app(state: _State) -> Starlette:
+    def authorized(request: Request) -> bool:
+        key = state.service_key
+        return (
+            request.headers.get("authorization") == f"Bearer {key}" and request.headers.get("apikey") == key
+        )
+
+    def unauthorized() -> JSONResponse:
+        return _storage_error("403", "Unauthorized", "invalid signature")
+
+    def bucket_missing() -> JSONResponse:
+        return _storage_error("404", "Bucket not found", "Bucket not found")
+
+    async def upload(request: Request, body: bytes) -> tuple[Response, str | None]:
+        bucket, key = request.path_params["bucket"], request.path_params["key"]
+        if bucket not in state.buckets:
+            return bucket_missing(), None
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            fields = _parse_multipart(body, content_type)
+            if "file" not in fields:
+                return _storage_error("400", "InvalidRequest", "No file in the form"), None
+            data, part_type = fields["file"]
+            mimetype = part_type or "application/octet-stream"
+        else:
+            data, mimetype = body, content_type or "application/octet-stream"
+        if len(data) > state.max_object_bytes:
+            return _storage_error(
+                "413", "Payload too large", "The object exceeded the maximum allowed size"
+            ), mimetype
+        if state.allowed_mime_types is not None and mimetype.split(";")[0] not in state.allowed_mime_types:
+            return _storage_error(
+                "415", "invalid_mime_type", f"mime type {mimetype} is not supported"
+            ), mimetype
+        objects = state.buckets[bucket]
+        with state.lock:
+            existing = objects.get(key)
+            if (
+                request.method == "POST"
+                and existing is not None
+                and request.headers.get("x-upsert") != "true"
+            ):
+                return _storage_error(
+                    "409", "Duplicate", "The resource already exists", code="KeyAlreadyExists"
+                ), mimetype
+            if request.method == "PUT" and existing is None:
+                return _storage_error("404", "not_found", "Object not found"), mimetype
+            object_id = existing[2] if existing else str(uuid.uuid4())
+            objects[key] = (data, mimetype, object_id)
+        return JSONResponse({"Key": f"{bucket}/{key}", "Id": object_id}), mimetype
+
+    async def download(request: Request, body: bytes) -> tuple[Response, str | None]:
+        bucket, key = request.path_params["bucket"], request.path_params["key"]
+        if bucket not in state.buckets:
+            return bucket_missing(), None
+        with state.lock:
+            entry = state.buckets[bucket].get(key)
+        if entry is None:
+            return _storage_error("404", "not_found", "Object not found"), None
+        return Response(entry[0], media_type=entry[1]), None
+
+    async def list_objects(request: Request, body: bytes) -> tuple[Response, str | None]:
+        bucket = request.path_params["bucket"]
+        if bucket not in state.buckets:
+            return bucket_missing(), None
+        options = json.loads(body or b"{}")
+        prefix = str(options.get("prefix") or "").strip("/")
+        folder = f"{prefix}/" if prefix else ""
+        limit, offset = int(options.get("limit", 100)), int(options.get("offset", 0))
+        search = str(options.get("search") or "").lower()
+        descending = (options.get("sortBy") or {}).get("order") == "desc"
+        rows: dict[str, dict[str, Any]] = {}
+        with state.lock:
+            for key, entry in state.buckets[bucket].items():
+                if not key.startswith(folder):
+                    continue
+                rest = key[len(folder) :]
+                name, slash, _ = rest.partition("/")
+                if slash:  # a "folder": only its name, like Storage's search function
+                    rows.setdefault(
+                        name,
+                        {
+                            "name": name,
+                            "id": None,
+                            "updated_at": None,
+                            "created_at": None,
+                            "last_accessed_at": None,
+                            "metadata": None,
+                        },
+                    )
+                else:
+                    rows[name] = _object_row(bucket, name, key, entry)
+        names = sorted((n for n in rows if n.lower().startswith(search)), reverse=descending)
+        return JSONResponse([rows[n] for n in names[offset : offset + limit]]), None
+
+    async def remove(request: Request, body: bytes) -> tuple[Response, str | None]:
+        bucket = request.path_params["bucket"]
+        if bucket not in state.buckets:
+            return bucket_missing(), None
+        prefixes = json.loads(body or b"{}").get("prefixes") or []
+        removed = []
+        with state.lock:
+            for key in prefixes:
+                entry = state.buckets[bucket].pop(key, None)
+                if entry is not None:
+                    removed.append(_object_row(bucket, key, key, entry))
+        return JSONResponse(removed), None
+
+    def endpoint(handler: Any) -> Any:
+        async def run(request: Request) -> Response:
+            body = await request.body()
+            headers = {k: v for k, v in request.headers.items() if k not in _SECRET_HEADERS}
+            path = request.url.path
+
+            def record(status: int | None, fault: str | None = None, file_type: str | None = None) -> None:
+                with state.lock:
+                    state.requests.append(
+                        RecordedRequest(request.method, path, headers, status, fault, file_type, len(body))
+                    )
+
+            with state.lock:
+                fault = state.faults[0] if state.faults else None
+                if fault is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        state.faults.pop(0)
+            if fault is not None:
+                if fault.kind == "timeout":
+                    record(None, "timeout")
+                    assert state.shutdown is not None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(state.shutdown.wait(), state.hang_seconds)
+                    return Response(status_code=504)
+                if fault.kind == "gateway_html":
+                    record(fault.gateway_status, "gateway_html")
+                    return HTMLResponse(GATEWAY_HTML, status_code=fault.gateway_status)
+                status = int(fault.kind)
+                if status >= 500 or status == 429:
+                    response: Response = JSONResponse(
+                        {"statusCode": str(status), "error": "injected", "message": f"injected {status}"},
+                        status_code=status,
+                    )
+                else:
+                    response = _storage_error(str(status), "injected", f"injected {status}")
+                record(response.status_code, str(status))
+                return response
+            if not authorized(request):
+                response = unauthorized()
+                record(response.status_code)
+                return response
+            response, file_type = await handler(request, body)
+            record(response.status_code, None, file_type)
+            return response
+
+        return run
+
+    return Starlette(
+        routes=[
+            Route("/storage/v1/object/list/{bucket}", endpoint(list_objects), methods=["POST"]),
+            Route("/storage/v1/object/{bucket}/{key:path}", endpoint(upload), methods=["POST", "PUT"]),
+            Route("/storage/v1/object/{bucket}/{key:path}", endpoint(download), methods=["GET"]),
+            Route("/storage/v1/object/{bucket}", endpoint(remove), methods=["DELETE"]),
+        ]
+    )
+
+
+class SupabaseStorageDouble:
+    """Supabase Storage on 127.0.0.1 (a free port), as a context manager.
+
+    ``url`` is what ``create_client`` takes; ``objects`` is the first bucket's content
+    (key -> (bytes, content type)); ``requests`` the log; ``fail_next`` injects faults.
+    """
+
+    def __init__(
+        self,
+        service_key: str,
+        buckets: Iterable[str] = ("preauth-uploads",),
+        max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
+        allowed_mime_types: Iterable[str] | None = None,
+        hang_seconds: float = 30.0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.host = host
+        self.port = 0
+        self.buckets = tuple(buckets)
+        self.state = _State(
+            service_key=service_key,
+            buckets={name: {} for name in self.buckets},
+            max_object_bytes=max_object_bytes,
+            allowed_mime_types=frozenset(allowed_mime_types) if allowed_mime_types is not None else None,
+            hang_seconds=hang_seconds,
+        )
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> SupabaseStorageDouble:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls
+        sock.bind((self.host, 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            build_app(self.state),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._run, args=(sock,), name=f"supabase-storage-double-{self.port}", daemon=True
+        )
+        self._thread.start()
+        waited = 0.0
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"storage double failed to start: {self._error!r}")
+            if waited > STARTUP_TIMEOUT_SECONDS:
+                raise RuntimeError("storage double did not start in time")
+            threading.Event().wait(0.01)
+            waited += 0.01
+        return self
+
+    def _run(self, sock: socket.socket) -> None:
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            self.state.shutdown = asyncio.Event()
+            assert self._server is not None
+            await self._server.serve(sockets=[sock])
+
+        try:
+            asyncio.run(serve())
+        except BaseException as err:
+            self._error = err
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        loop, shutdown = self._loop, self.state.shutdown
+        if loop is not None and shutdown is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(shutdown.set)  # releases requests hanging in a timeout fault
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> SupabaseStorageDouble:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- test API ------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The project URL to give ``create_client`` (Storage lives under ``/storage/v1``)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def objects(self) -> dict[str, tuple[bytes, str]]:
+        """A snapshot of the first bucket: key -> (bytes, content type)."""
+        return self.bucket_objects(self.buckets[0])
+
+    def bucket_objects(self, bucket: str) -> dict[str, tuple[bytes, str]]:
+        with self.state.lock:
+            return {key: (data, ctype) for key, (data, ctype, _) in self.state.buckets[bucket].items()}
+
+    def put_object(
+        self, key: str, data: bytes, content_type: str = "text/csv", bucket: str | None = None
+    ) -> None:
+        """Seed an object directly (no request logged)."""
+        with self.state.lock:
+            self.state.buckets[bucket or self.buckets[0]][key] = (data, content_type, str(uuid.uuid4()))
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of the request log, in arrival order."""
+        with self.state.lock:
+            return list(self.state.requests)
+
+    def fail_next(self, n: int = 1, status: int | str = 503, *, gateway_status: int = 502) -> None:
+        """The next ``n`` requests fail: an int status (5xx/429 as that HTTP status with a JSON body,
+        other codes Storage-style as 400 + string ``statusCode``), ``"timeout"`` (hang for
+        ``hang_seconds`` or until shutdown; the client times out first) or ``"gateway_html"`` (an HTML
+        page with HTTP ``gateway_status``). Faults queue up in call order."""
+        if status not in ("timeout", "gateway_html") and not isinstance(status, int):
+            raise ValueError(f"unknown fault {status!r}")
+        with self.state.lock:
+            self.state.faults.append(_Fault(n, status, gateway_status))
+
+    def reset(self) -> None:
+        """Forget requests, faults and objects."""
+        with self.state.lock:
+            self.state.requests.clear()
+            self.state.faults.clear()
+            for objects in self.state.buckets.values():
+                objects.clear()
