@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
+from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.producers.tiny_store import TinyStore
+from klaviyo_dagster_tests.storage.supabase_double import SupabaseStorageDouble
 
 # The dashboard account that owns the tiny store in tests of the Dagster layer and the command line.
 ACCOUNT_ID = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
@@ -58,3 +62,53 @@ def klaviyo_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("KLAVIYO_API_KEY_PRIVATE", "KLAVIYO_API_KEY", "KLAVIYO_BASE_URL", "KLAVIYO_API_REVISION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KLAVIYO_ENABLE", "true")
+
+
+ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A database of its own for this test session, migrated for real, dropped at the end."""
+    name = f"klaviyo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'create database "{name}"')
+    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    try:
+        IngestTables.postgres(dsn).migrate()
+        yield dsn
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def clean_postgres(postgres_dsn: str) -> str:
+    """The session's database with every ingest table emptied."""
+    with psycopg.connect(postgres_dsn) as connection:
+        connection.execute("truncate accounts, uploads, snapshots, snapshot_totals, snapshot_series cascade")
+    return postgres_dsn
+
+
+# Obviously fake, and distinctive enough to search every message and log line for.
+SERVICE_KEY = "sb-test-service-role-" + "5ecre7" * 6
+BUCKET = "preauth-uploads"
+# The double's limit is far below the store's (50 MB), so a server-side 413 is cheap to provoke.
+DOUBLE_MAX_OBJECT_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="session")
+def supabase_double_server() -> Iterator[SupabaseStorageDouble]:
+    """One Storage double per session: starting takes ~10 ms but uvicorn's shutdown ~200 ms."""
+    with SupabaseStorageDouble(
+        service_key=SERVICE_KEY, buckets=(BUCKET,), max_object_bytes=DOUBLE_MAX_OBJECT_BYTES
+    ) as double:
+        yield double
+
+
+@pytest.fixture
+def supabase_double(supabase_double_server: SupabaseStorageDouble) -> Iterator[SupabaseStorageDouble]:
+    """The session's Storage double, emptied: no objects, requests or pending faults."""
+    supabase_double_server.reset()
+    yield supabase_double_server
+    supabase_double_server.reset()

@@ -29,7 +29,7 @@ from klaviyo_dagster.storage.objects import (
     validate_object_key,
 )
 from klaviyo_dagster.storage.supabase_objects import StorageConfigError, SupabaseObjectStore
-from klaviyo_dagster_tests.storage.conftest import BUCKET, DOUBLE_MAX_OBJECT_BYTES, SERVICE_KEY
+from klaviyo_dagster_tests.conftest import BUCKET, DOUBLE_MAX_OBJECT_BYTES, SERVICE_KEY
 from klaviyo_dagster_tests.storage.supabase_double import SupabaseStorageDouble
 
 UPLOAD = "1c07270a-9f63-5515-9655-5f2e754ff900"

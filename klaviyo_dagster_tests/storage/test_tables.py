@@ -3,50 +3,24 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from klaviyo_dagster.processing.metrics import SeriesPoint, SnapshotMetrics
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.tables import IngestTables, UnknownAccount
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ACCOUNT = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 OTHER_ACCOUNT = "6c1d8b4f-3a5e-4d2b-8f9c-2e3d4c5b6a71"
 D1, D2 = date(2026, 3, 8), date(2026, 3, 9)
 
 
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """A database of its own for this test session, migrated for real, dropped at the end."""
-    name = f"klaviyo_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'create database "{name}"')
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    try:
-        IngestTables.postgres(dsn).migrate()
-        yield dsn
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
-
-
-def _clean(dsn: str) -> None:
-    with psycopg.connect(dsn) as connection:
-        connection.execute("truncate accounts, uploads, snapshots, snapshot_totals, snapshot_series cascade")
-
-
 @pytest.fixture(params=["postgres", "sqlite"])
 def tables(request: pytest.FixtureRequest, tmp_path: Path) -> IngestTables:
     if request.param == "postgres":
-        dsn = request.getfixturevalue("postgres_dsn")
-        _clean(dsn)
-        made = IngestTables.postgres(dsn)
+        made = IngestTables.postgres(request.getfixturevalue("clean_postgres"))
     else:
         made = IngestTables.sqlite(tmp_path / "ingest.sqlite3")
         made.migrate()
