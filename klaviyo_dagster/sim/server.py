@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from types import TracebackType
 
-import uvicorn
-
 from klaviyo_dagster.sim.app import SimulatorState, build_app
+from klaviyo_dagster.sim.background import BackgroundServer
 from klaviyo_dagster.sim.config import RecordedRequest, SimConfig
 from klaviyo_dagster.sim.data import Account
 from klaviyo_dagster.sim.faults import FaultSpec
-
-STARTUP_TIMEOUT_SECONDS = 10.0
 
 
 class SimulatorServer:
@@ -29,72 +24,28 @@ class SimulatorServer:
         self.host = host
         self._requested_port = port
         self.port = port
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._error: BaseException | None = None
+        self._server: BackgroundServer | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> SimulatorServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Accepted sockets inherit this; without it, Nagle + delayed ACK add ~40 ms to every response
-        # (uvicorn writes headers and body separately).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((self.host, self._requested_port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        self._server = BackgroundServer(
             build_app(self.state),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
+            name="klaviyo-sim",
+            host=self.host,
+            port=self._requested_port,
+            on_loop=self._set_shutdown_event,
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._run, args=(sock,), name=f"klaviyo-sim-{self.port}", daemon=True
-        )
-        self._thread.start()
-        self._wait_started()
+        self._server.start()
+        self.port = self._server.port
         return self
 
-    def _run(self, sock: socket.socket) -> None:
-        assert self._server is not None
-
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            self.state.shutdown = asyncio.Event()
-            assert self._server is not None
-            await self._server.serve(sockets=[sock])
-
-        try:
-            asyncio.run(serve())
-        except BaseException as err:  # surfaced by start()/stop()
-            self._error = err
-        finally:
-            sock.close()
-
-    def _wait_started(self) -> None:
-        assert self._server is not None and self._thread is not None
-        waited = 0.0
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError(f"simulator failed to start: {self._error!r}")
-            if waited > STARTUP_TIMEOUT_SECONDS:
-                raise RuntimeError("simulator did not start in time")
-            threading.Event().wait(0.01)
-            waited += 0.01
+    def _set_shutdown_event(self, shutdown: asyncio.Event) -> None:
+        self.state.shutdown = shutdown
 
     def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        loop, shutdown = self._loop, self.state.shutdown
-        if loop is not None and shutdown is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(shutdown.set)  # releases requests hanging in a timeout fault
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> SimulatorServer:
         return self.start()

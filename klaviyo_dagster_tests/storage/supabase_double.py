@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import threading
 import uuid
 from collections.abc import Iterable
@@ -25,13 +24,13 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-STARTUP_TIMEOUT_SECONDS = 10.0
+from klaviyo_dagster.sim.background import BackgroundServer
+
 DEFAULT_MAX_OBJECT_BYTES = 50 * 1024 * 1024
 GATEWAY_HTML = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -323,64 +322,27 @@ class SupabaseStorageDouble:
             allowed_mime_types=frozenset(allowed_mime_types) if allowed_mime_types is not None else None,
             hang_seconds=hang_seconds,
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._error: BaseException | None = None
+        self._server: BackgroundServer | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> SupabaseStorageDouble:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle + delayed-ACK stalls
-        sock.bind((self.host, 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
+        self._server = BackgroundServer(
             build_app(self.state),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
+            name="supabase-storage-double",
+            host=self.host,
+            on_loop=self._set_shutdown_event,
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._run, args=(sock,), name=f"supabase-storage-double-{self.port}", daemon=True
-        )
-        self._thread.start()
-        waited = 0.0
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError(f"storage double failed to start: {self._error!r}")
-            if waited > STARTUP_TIMEOUT_SECONDS:
-                raise RuntimeError("storage double did not start in time")
-            threading.Event().wait(0.01)
-            waited += 0.01
+        self._server.start()
+        self.port = self._server.port
         return self
 
-    def _run(self, sock: socket.socket) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            self.state.shutdown = asyncio.Event()
-            assert self._server is not None
-            await self._server.serve(sockets=[sock])
-
-        try:
-            asyncio.run(serve())
-        except BaseException as err:
-            self._error = err
-        finally:
-            sock.close()
+    def _set_shutdown_event(self, shutdown: asyncio.Event) -> None:
+        self.state.shutdown = shutdown
 
     def stop(self) -> None:
-        if self._server is None or self._thread is None:
-            return
-        loop, shutdown = self._loop, self.state.shutdown
-        if loop is not None and shutdown is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(shutdown.set)  # releases requests hanging in a timeout fault
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> SupabaseStorageDouble:
         return self.start()
