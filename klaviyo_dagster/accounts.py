@@ -1,22 +1,35 @@
 """Which Klaviyo accounts this deployment syncs, and each one's API key.
 
-An account is the dashboard's account uuid; it names a partition and, later, a storage folder, so it
-is validated before it reaches either. For now one account comes from the environment
-(``KLAVIYO_ACCOUNT_ID`` with the env key); a later issue reads many from the dashboard's database.
-Everything asks ``api_key_for_account`` so that change stays in this module.
+The dashboard keeps one row per connected store in ``account_integrations`` (provider ``klaviyo``)
+with the store's private key encrypted (AES-256-GCM, key = SHA-256 of ``INTEGRATIONS_ENC_KEY``).
+Those rows are the accounts; a deployment without any falls back to the single account in
+``KLAVIYO_ACCOUNT_ID`` with the environment's key (the demo sets that to its fixed account).
+
+An account id names a partition and an upload folder, so it is validated before it reaches either.
+A missing, disabled or undecryptable key fails that account alone, with a message saying why.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import os
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from klaviyo_dagster.klaviyo.client import resolve_api_key
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
+from klaviyo_dagster.storage.tables import IngestTables, Integration
 
 ACCOUNT_ID_ENV_VAR = "KLAVIYO_ACCOUNT_ID"
+ENCRYPTION_KEY_ENV_VAR = "INTEGRATIONS_ENC_KEY"
 # The account `make demo` and `make dev` sync against the simulator.
 DEMO_ACCOUNT_ID = "00000000-0000-4000-8000-00000000d3e0"
 
@@ -24,7 +37,11 @@ _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 
 class UnknownAccountError(KlaviyoConfigError):
-    """The account has no Klaviyo key configured in this deployment."""
+    """The account has no usable Klaviyo key in this deployment."""
+
+
+class KeyDecryptionError(UnknownAccountError):
+    """An ``encrypted_api_key`` blob could not be decrypted (wrong key, tampered or malformed)."""
 
 
 def validate_account_id(account_id: str) -> str:
@@ -34,20 +51,104 @@ def validate_account_id(account_id: str) -> str:
     return str(uuid.UUID(account_id))
 
 
-def configured_account_ids(env: Mapping[str, str] | None = None) -> list[str]:
+def decrypt_api_key(blob: str, encryption_key: str) -> str:
+    """The Klaviyo key inside an ``account_integrations.encrypted_api_key`` blob.
+
+    ``{"v":1,"iv":b64,"ct":b64,"tag":b64}``: AES-256-GCM with a 12-byte IV, keyed by
+    SHA-256(``INTEGRATIONS_ENC_KEY``). Any failure raises KeyDecryptionError without the blob or key.
+    """
+    try:
+        parsed = json.loads(blob)
+        if parsed.get("v") != 1:
+            raise KeyDecryptionError(f"unsupported encrypted key version {parsed.get('v')!r} (expected 1)")
+        iv, ciphertext, tag = (base64.b64decode(parsed[name], validate=True) for name in ("iv", "ct", "tag"))
+        key = hashlib.sha256(encryption_key.encode("utf-8")).digest()
+        return AESGCM(key).decrypt(iv, ciphertext + tag, None).decode("utf-8")
+    except KeyDecryptionError:
+        raise
+    except InvalidTag:
+        raise KeyDecryptionError(
+            f"the stored Klaviyo key does not decrypt with {ENCRYPTION_KEY_ENV_VAR}: wrong key or tampered blob"
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise KeyDecryptionError("the stored Klaviyo key is not a valid encrypted blob") from None
+
+
+def encrypt_api_key(api_key: str, encryption_key: str, iv: bytes | None = None) -> str:
+    """The blob the dashboard stores for ``api_key`` (for seeding rows in tests and tools)."""
+    iv = iv or os.urandom(12)
+    sealed = AESGCM(hashlib.sha256(encryption_key.encode("utf-8")).digest()).encrypt(
+        iv, api_key.encode("utf-8"), None
+    )
+    ciphertext, tag = sealed[:-16], sealed[-16:]
+    encoded = {
+        name: base64.b64encode(value).decode()
+        for name, value in (("iv", iv), ("ct", ciphertext), ("tag", tag))
+    }
+    return json.dumps({"v": 1, **encoded}, separators=(",", ":"))
+
+
+def env_account_ids(env: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if env is None else env
     raw = (env.get(ACCOUNT_ID_ENV_VAR) or "").strip()
     return [validate_account_id(raw)] if raw else []
 
 
-def api_key_for_account(account_id: str, env: Mapping[str, str] | None = None) -> str:
-    """The Klaviyo private key for ``account_id``; a clear error when this deployment has none."""
-    account_id = validate_account_id(account_id)
-    configured = configured_account_ids(env)
-    if account_id not in configured:
+@dataclass
+class AccountDirectory:
+    """The accounts to sync and their keys, from ``account_integrations`` or, without any, the env."""
+
+    tables: IngestTables | None
+    env: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self.env = os.environ if self.env is None else self.env
+
+    def account_ids(self) -> list[str]:
+        """Accounts with an enabled Klaviyo integration and not deleted; else the env account."""
+        integrations = self._integrations()
+        if integrations:
+            return sorted(i.account_id for i in integrations.values() if i.enabled and not i.deleted)
+        return env_account_ids(self.env)
+
+    def api_key_for(self, account_id: str) -> str:
+        """The account's Klaviyo key; UnknownAccountError (per account, key-free) when there is none."""
+        account_id = validate_account_id(account_id)
+        integration = self._integrations().get(account_id)
+        if integration is not None:
+            return self._decrypt(integration)
+        configured = env_account_ids(self.env)
+        if account_id in configured:
+            return resolve_api_key(None, self.env)
         raise UnknownAccountError(
-            f"No Klaviyo key for account {account_id}: this deployment syncs the account in "
-            f"{ACCOUNT_ID_ENV_VAR} ({configured[0] if configured else 'unset'}). Set {ACCOUNT_ID_ENV_VAR} "
-            f"to this account and KLAVIYO_API_KEY_PRIVATE to its key."
+            f"No Klaviyo key for account {account_id}: it has no Klaviyo row in account_integrations, and "
+            f"{ACCOUNT_ID_ENV_VAR} is {configured[0] if configured else 'unset'}. Connect Klaviyo for this "
+            f"account in the dashboard, or set {ACCOUNT_ID_ENV_VAR} and KLAVIYO_API_KEY_PRIVATE."
         )
-    return resolve_api_key(None, env)
+
+    def record_run(self, account_id: str, error: str | None) -> None:
+        """Stamps ``last_run_at`` and sets (or clears, on success) ``last_error`` on the integration row."""
+        if self.tables is not None:
+            self.tables.record_integration_run(validate_account_id(account_id), error)
+
+    def _integrations(self) -> dict[str, Integration]:
+        if self.tables is None:
+            return {}
+        return {i.account_id: i for i in self.tables.klaviyo_integrations()}
+
+    def _decrypt(self, integration: Integration) -> str:
+        if integration.deleted:
+            raise UnknownAccountError(f"Account {integration.account_id} is deleted in the dashboard")
+        if not integration.enabled:
+            raise UnknownAccountError(
+                f"Klaviyo is disabled for account {integration.account_id} (account_integrations.enabled)"
+            )
+        encryption_key = (self.env or {}).get(ENCRYPTION_KEY_ENV_VAR)
+        if not encryption_key:
+            raise UnknownAccountError(
+                f"Cannot read the Klaviyo key of account {integration.account_id}: set {ENCRYPTION_KEY_ENV_VAR}"
+            )
+        try:
+            return decrypt_api_key(integration.encrypted_api_key, encryption_key)
+        except KeyDecryptionError as exc:
+            raise KeyDecryptionError(f"Account {integration.account_id}: {exc}") from None

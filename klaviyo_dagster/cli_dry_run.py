@@ -16,11 +16,12 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from klaviyo_dagster.accounts import api_key_for_account, configured_account_ids
+from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.producers.options import TIMEFRAME_DAYS, SyncOptions
 from klaviyo_dagster.producers.sync import SyncFailed, dry_run
+from klaviyo_dagster.storage.store import ingest_store_from_env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +38,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         options = SyncOptions(mode="dry-run", fast=args.fast, **_given(args))
-        account = args.account or next(iter(configured_account_ids()), None)
-        api_key = api_key_for_account(account) if account else None
+        accounts = AccountDirectory(ingest_store_from_env().tables)
+        account = args.account or next(iter(accounts.account_ids()), None)
+        api_key = accounts.api_key_for(account) if account else None
         with KlaviyoClient(api_key) as client:
             result: dict[str, Any] = dry_run(client, options, args.date)
     except ValidationError as exc:

@@ -12,11 +12,11 @@ from typing import Any
 
 import dagster as dg
 
-from klaviyo_dagster.accounts import api_key_for_account
+from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.defs.config import SyncConfig
 from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
-from klaviyo_dagster.defs.resources import KlaviyoResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.klaviyo.stats import ClientStats
 from klaviyo_dagster.producers.csvfile import CsvSummary
@@ -30,13 +30,18 @@ INGEST_ASSET_KEYS = (FLOWS_CSV, CAMPAIGNS_CSV, SUBSCRIBERS_CSV)
 
 
 def produce(
-    context: dg.AssetExecutionContext, config: SyncConfig, klaviyo: KlaviyoResource, file: CsvFile
+    context: dg.AssetExecutionContext,
+    config: SyncConfig,
+    klaviyo: KlaviyoResource,
+    ingest_store: IngestStoreResource,
+    file: CsvFile,
 ) -> Iterator[dg.Output]:
     """Builds ``file`` for the run's partition and yields it (live) or observes it (dry run)."""
     account_id, partition_date = split_partition_key(context.partition_key)
     options = config.options()
+    accounts = AccountDirectory(ingest_store.get_store().tables)
     try:
-        client = klaviyo.get_client(api_key=api_key_for_account(account_id))
+        client = klaviyo.get_client(api_key=accounts.api_key_for(account_id))
     except KlaviyoConfigError as exc:
         raise dg.Failure(description=str(exc), metadata={"error": file.failure}) from None
     with client:
@@ -96,9 +101,12 @@ def _ingest_asset(key: dg.AssetKey, file: CsvFile, description: str) -> dg.Asset
         description=description,
     )
     def _asset(
-        context: dg.AssetExecutionContext, config: SyncConfig, klaviyo: KlaviyoResource
+        context: dg.AssetExecutionContext,
+        config: SyncConfig,
+        klaviyo: KlaviyoResource,
+        ingest_store: IngestStoreResource,
     ) -> Iterator[dg.Output]:
-        yield from produce(context, config, klaviyo, file)
+        yield from produce(context, config, klaviyo, ingest_store, file)
 
     return _asset
 

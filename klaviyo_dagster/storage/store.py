@@ -67,11 +67,11 @@ def supabase_settings(env: Mapping[str, str] | None = None) -> dict[str, str] | 
 
 
 def local_store(data_dir: Path, bucket: str) -> IngestStore:
-    """The embedded default; it owns its SQLite file, so it creates the schema itself (idempotent)."""
-    tables = IngestTables.sqlite(data_dir / "ingest.sqlite3")
-    tables.migrate()
+    """The embedded default; it owns its SQLite file and creates the schema on first write."""
     return IngestStore(
-        objects=LocalObjectStore(data_dir / "objects", bucket), tables=tables, owns_accounts=True
+        objects=LocalObjectStore(data_dir / "objects", bucket),
+        tables=IngestTables.sqlite(data_dir / "ingest.sqlite3"),
+        owns_accounts=True,
     )
 
 

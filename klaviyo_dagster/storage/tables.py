@@ -40,6 +40,16 @@ class SnapshotRow:
     metadata: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Integration:
+    """A store's Klaviyo connection in the dashboard (``account_integrations`` + ``accounts.deleted_at``)."""
+
+    account_id: str
+    encrypted_api_key: str
+    enabled: bool
+    deleted: bool
+
+
 class _Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
@@ -86,11 +96,11 @@ class SqliteDialect(Dialect):
     name = "sqlite"
 
     def __init__(self, path: Path) -> None:
-        self._path = path
+        self.path = path
 
     def connect(self) -> sqlite3.Connection:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         connection.execute("pragma foreign_keys = on")
         connection.execute("pragma journal_mode = wal")
         return connection
@@ -104,6 +114,7 @@ class IngestTables:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
+        self._schema_checked = False
 
     @classmethod
     def postgres(cls, dsn: str) -> IngestTables:
@@ -242,6 +253,33 @@ class IngestTables:
         )
         return {key: float(value) for key, value in rows}
 
+    def klaviyo_integrations(self) -> list[Integration]:
+        rows = self._all(
+            "select i.account_id, i.encrypted_api_key, i.enabled, a.deleted_at is not null "
+            "from account_integrations i join accounts a on a.id = i.account_id "
+            "where i.provider = 'klaviyo' order by i.account_id",
+            (),
+        )
+        return [Integration(str(a), key, bool(enabled), bool(deleted)) for a, key, enabled, deleted in rows]
+
+    def record_integration_run(self, account_id: str, error: str | None) -> None:
+        """``last_run_at`` = now and ``last_error`` = ``error`` (None clears it) on the Klaviyo row."""
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as tx:
+            tx.execute(
+                "update account_integrations set last_run_at = ?, last_error = ?, updated_at = ? "
+                "where account_id = ? and provider = 'klaviyo'",
+                (now, error, now, account_id),
+            )
+
+    def integration_status(self, account_id: str) -> tuple[str | None, str | None]:
+        """(last_run_at, last_error) of the account's Klaviyo row, as stored."""
+        row = self._one(
+            "select last_run_at, last_error from account_integrations where account_id = ? and provider = 'klaviyo'",
+            (account_id,),
+        )
+        return (str(row[0]) if row and row[0] else None, row[1] if row else None)
+
     def count_snapshots(self, upload_id: str) -> int:
         return int(self._one("select count(*) from snapshots where upload_id = ?", (upload_id,))[0])
 
@@ -249,8 +287,20 @@ class IngestTables:
 
     # --- plumbing ----------------------------------------------------------------------------------
 
+    def _owned_and_missing(self) -> bool:
+        """A local SQLite file that does not exist yet: reads find nothing, without creating it."""
+        return isinstance(self.dialect, SqliteDialect) and not self.dialect.path.exists()
+
+    def _ensure_schema(self) -> None:
+        # The local store owns its SQLite file and creates the schema on first use; Postgres is the
+        # dashboard's, migrated on purpose with `python -m klaviyo_dagster migrate`.
+        if isinstance(self.dialect, SqliteDialect) and not self._schema_checked:
+            self.migrate()
+            self._schema_checked = True
+
     @contextmanager
     def _transaction(self) -> Iterator[_Transaction]:
+        self._ensure_schema()
         connection = self.dialect.connect()
         try:
             if isinstance(self.dialect, SqliteDialect):
@@ -264,10 +314,16 @@ class IngestTables:
             connection.close()
 
     def _one(self, sql: str, params: Sequence[Any]) -> Any:
+        if self._owned_and_missing():
+            return None
+        self._ensure_schema()
         with closing(self.dialect.connect()) as connection:
             return connection.execute(self.dialect.sql(sql), params).fetchone()
 
     def _all(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        if self._owned_and_missing():
+            return []
+        self._ensure_schema()
         with closing(self.dialect.connect()) as connection:
             return list(connection.execute(self.dialect.sql(sql), params).fetchall())
 

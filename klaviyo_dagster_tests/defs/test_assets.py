@@ -111,7 +111,7 @@ def test_the_dry_run_job_has_the_mode_baked_in(tiny_store_env, instance, data_di
     assert result.success
     assert result.get_asset_materialization_events() == []
     assert len(result.get_asset_observation_events()) == 3
-    assert not data_dir.exists()
+    assert not data_dir.exists(), sorted(str(p) for p in data_dir.rglob("*"))
 
 
 def test_fast_mode_is_the_smoke_check(tiny_store_env, instance, resources) -> None:
