@@ -1,0 +1,93 @@
+"""Accounts from the dashboard's table in real runs: each run uses its account's own key, a broken
+key fails that account alone, and the run status sensors write last_run_at / last_error."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from klaviyo_dagster.accounts import encrypt_api_key
+from klaviyo_dagster.defs.assets import INGEST_ASSETS
+from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
+from klaviyo_dagster.defs.sensors import klaviyo_run_failed, klaviyo_run_succeeded
+from klaviyo_dagster.sim import DEFAULT_API_KEY
+from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
+
+GOOD, BROKEN = "aaaaaaaa-0000-4000-8000-00000000000a", "bbbbbbbb-0000-4000-8000-00000000000b"
+ENCRYPTION_KEY = "integrations-test-key"
+FLOWS_ONLY = {"ops": {"flows_csv": {"config": {"days": 3}}}}
+
+
+@pytest.fixture
+def two_accounts(tiny_store_env, store_resource, monkeypatch):
+    """The dashboard knows two stores; the second's key blob is corrupt. No env account."""
+    monkeypatch.delenv("KLAVIYO_ACCOUNT_ID")
+    monkeypatch.delenv("KLAVIYO_API_KEY")
+    monkeypatch.setenv("INTEGRATIONS_ENC_KEY", ENCRYPTION_KEY)
+    tables = store_resource.get_store().tables
+    blobs = {
+        GOOD: encrypt_api_key(DEFAULT_API_KEY, ENCRYPTION_KEY),
+        BROKEN: '{"v":1,"iv":"AAAA","ct":"","tag":""}',
+    }
+    for account, blob in blobs.items():
+        tables.ensure_account(account, "store")
+        with tables._transaction() as tx:
+            tx.execute(
+                "insert into account_integrations (id, account_id, provider, encrypted_api_key) values (?, ?, 'klaviyo', ?)",
+                (account.replace("-4", "-5", 1), account, blob),
+            )
+    return tables
+
+
+def run_flows(account: str, instance, resources) -> dg.ExecuteInProcessResult:
+    instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [account])
+    return dg.materialize(
+        [INGEST_ASSETS[0]],
+        partition_key=partition_key(account, PARTITION_DATE),
+        instance=instance,
+        resources=resources,
+        run_config=FLOWS_ONLY,
+        raise_on_error=False,
+    )
+
+
+def sensor_context(instance, result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventType):
+    record = instance.get_records_for_run(result.run_id, of_type=event_type).records[0]
+    return dg.build_run_status_sensor_context(
+        sensor_name="test",
+        dagster_event=record.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+    )
+
+
+def test_a_broken_key_fails_its_account_alone(two_accounts, tiny_store_env, instance, resources) -> None:
+    good = run_flows(GOOD, instance, resources)
+    broken = run_flows(BROKEN, instance, resources)
+
+    assert good.success  # ran on the simulator with its decrypted key
+    assert not broken.success
+    message = broken.failure_data_for_node("flows_csv").user_failure_data.description
+    assert message.startswith(f"Account {BROKEN}: the stored Klaviyo key is not a valid encrypted blob")
+    assert ENCRYPTION_KEY not in message
+
+
+def test_run_sensors_write_last_run_at_and_last_error(
+    two_accounts, instance, resources, store_resource
+) -> None:
+    store = resources["ingest_store"]
+    broken = run_flows(BROKEN, instance, resources)
+    good = run_flows(GOOD, instance, resources)
+
+    klaviyo_run_failed(
+        sensor_context(instance, broken, dg.DagsterEventType.RUN_FAILURE).for_run_failure(),
+        ingest_store=store,
+    )
+    klaviyo_run_succeeded(sensor_context(instance, good, dg.DagsterEventType.RUN_SUCCESS), ingest_store=store)
+
+    tables = store_resource.get_store().tables
+    ran_at, error = tables.integration_status(BROKEN)
+    assert ran_at is not None
+    assert error == f"flows_csv: Account {BROKEN}: the stored Klaviyo key is not a valid encrypted blob"
+    good_ran_at, good_error = tables.integration_status(GOOD)
+    assert good_ran_at is not None and good_error is None
