@@ -8,6 +8,7 @@ output, so numbers are written the way JavaScript's ``String(n)`` writes them (`
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -86,6 +87,22 @@ class CsvSummary:
     preview: tuple[str, ...]
 
 
+class CsvBlock:
+    """Rows for a CsvWriter, formatted into a separate stream (a parallel worker's share of a file)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.rows = 0
+        self.first_records: list[str] = []
+
+    def write_row(self, values: Sequence[Any]) -> None:
+        line = csv_line(values)
+        self.out.write("\n" + line)
+        self.rows += 1
+        if self.rows <= PREVIEW_ROWS:
+            self.first_records.append(line)
+
+
 class CsvWriter:
     """Writes header and rows to a text stream, ``\\n`` between lines, newline after the last optional.
 
@@ -106,6 +123,12 @@ class CsvWriter:
         self.rows += 1
         if self.rows <= PREVIEW_ROWS:
             self._preview.append(line)
+
+    def append_block(self, block: TextIO, rows: int, first_records: Sequence[str]) -> None:
+        """Copies rows written elsewhere (each as ``"\n" + record``, e.g. by a ``CsvBlock``) after ours."""
+        shutil.copyfileobj(block, self._out)
+        self._preview.extend(first_records[: PREVIEW_ROWS + 1 - len(self._preview)])
+        self.rows += rows
 
     def summary(self) -> CsvSummary:
         return CsvSummary(self.rows, tuple(self._preview))

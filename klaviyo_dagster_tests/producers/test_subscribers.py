@@ -176,7 +176,7 @@ def test_golden_file(client: KlaviyoClient, sim: SimulatorServer, schema: str, e
     assert text.encode() == expected.encode()
     assert text.endswith("\n")
     assert summary.rows == 3
-    assert [r.status for r in sim.requests] == [200]
+    assert {r.status for r in sim.requests} == {200}
 
 
 def test_headers_are_the_contracts(client: KlaviyoClient) -> None:
@@ -252,9 +252,9 @@ def test_max_pages_one_stops_after_one_page(client: KlaviyoClient, sim: Simulato
 def test_page_size_is_respected_and_every_page_is_followed(
     client: KlaviyoClient, sim: SimulatorServer
 ) -> None:
-    text, _ = build(client, audience_schema="minimal", audience_page_size=2)
+    text, _ = build(client, audience_schema="required", audience_page_size=2)  # one sequential scan
 
-    assert text == MINIMAL_CSV
+    assert text == REQUIRED_CSV
     calls = profile_calls(sim)
     assert len(calls) == 3  # 6 profiles, 2 per page
     assert {c["page[size]"] for c in calls} == {"2"}
@@ -280,17 +280,19 @@ def test_predictive_analytics_only_where_columns_need_it(
 ) -> None:
     build(client, audience_schema=schema)
 
-    (request,) = sim.requests
-    assert request.query["additional-fields[profile]"] == additional
-    assert request.group == group  # minimal stays in the faster 75/s, 750/min group
+    assert {r.query["additional-fields[profile]"] for r in sim.requests} == {additional}
+    assert {r.group for r in sim.requests} == {group}  # minimal stays in the faster 75/s, 750/min group
 
 
 def test_sparse_fieldsets_name_only_what_the_schema_reads(
     client: KlaviyoClient, sim: SimulatorServer
 ) -> None:
+    fields = []
     for schema in ("required", "extended", "minimal"):
+        sim.reset()
         build(client, audience_schema=schema)
-    fields = [set(q["fields[profile]"].split(",")) for q in profile_calls(sim)]
+        (asked,) = {q["fields[profile]"] for q in profile_calls(sim)}  # every call of a scan asks the same
+        fields.append(set(asked.split(",")))
 
     required, extended, minimal = fields
     assert minimal == {"email", "created", "first_name", "last_name", "subscriptions.email.marketing"}
@@ -331,12 +333,48 @@ def test_an_error_mid_scan_raises_instead_of_returning_a_partial_file(
         make_client(sim, FaultAfterFirstPage(sim, fault)) as client,
         pytest.raises(error) as failure,
     ):
-        write_subscribers_csv(client, SyncOptions(audience_schema="minimal", audience_page_size=2), out)
+        write_subscribers_csv(client, SyncOptions(audience_schema="required", audience_page_size=2), out)
 
     assert failure.value.endpoint == "GET /api/profiles"
     statuses = [r.status for r in sim.requests]
     assert statuses[0] == 200 and all(s != 200 for s in statuses[1:])
     assert out.getvalue().count("\n") == 1  # header + P0 written, then the failure; no final newline
+
+
+def test_a_minimal_scan_reads_parallel_created_slices_and_loses_no_one(
+    simulator_factory, klaviyo_env
+) -> None:
+    """Without predictive analytics the scan runs in created-time slices; the file is the same."""
+    sim = simulator_factory(profiles=1_000, seed=4)
+    with make_client(sim) as client:
+        sliced, summary = build(client, audience_schema="minimal")
+        sequential, _ = build(client, audience_schema="minimal", audience_max_pages=1_000)
+
+    assert sliced == sequential
+    assert summary.rows == sequential.count("@")
+    filters = [q.get("filter", "") for q in profile_calls(sim)]
+    assert sum(f.startswith("and(greater-than(created,") for f in filters) >= 8
+    assert filters.count("") >= 12  # the two probes and the sequential scan
+
+
+class BreakOneSlice(httpx.HTTPTransport):
+    """Answers 400 to the first slice request; everything else goes to the simulator."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        is_slice = request.url.params.get("filter", "").startswith("and(greater-than(created,")
+        if is_slice and not getattr(self, "_broke", False):
+            self._broke = True
+            error = {"status": 400, "code": "invalid", "title": "Invalid input.", "detail": "broken slice"}
+            return httpx.Response(400, json={"errors": [error]})
+        return super().handle_request(request)
+
+
+def test_a_failing_slice_fails_the_whole_scan(simulator_factory, klaviyo_env) -> None:
+    sim = simulator_factory(profiles=500, seed=4)
+    out = io.StringIO(newline="")
+    with make_client(sim, BreakOneSlice()) as client, pytest.raises(KlaviyoError, match="broken slice"):
+        write_subscribers_csv(client, SyncOptions(audience_schema="minimal", audience_page_size=10), out)
+    assert out.getvalue().count("\n") == 0  # the header only: no slice was joined
 
 
 # --- the drop rule and mappings on the synthetic generator and edge cases ---------------------------

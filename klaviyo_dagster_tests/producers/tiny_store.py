@@ -174,6 +174,10 @@ class TinyStore(Account):
     def omits_trailing_buckets(self, groupings: dict[str, Any]) -> bool:
         return groupings.get("flow_message_id") == "MSG02A"
 
+    def profile_created(self, index: int) -> datetime:
+        """Fixed, increasing creation times (the simulator filters and slices the scan by them)."""
+        return PROFILE_CREATED[index]
+
     def profile(self, index: int) -> dict[str, Any]:
         attributes = super().profile(index)  # a complete, spec-shaped profile to start from
         _deep_update(attributes, PROFILES[index])
@@ -240,6 +244,15 @@ def _marketing(consent: str, can_receive: bool, suppression: list[dict[str, str]
     }
 
 
+PROFILE_CREATED = [
+    datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+    datetime(2025, 3, 1, tzinfo=UTC),
+    datetime(2025, 5, 5, 5, 5, 5, tzinfo=UTC),
+    datetime(2025, 6, 1, tzinfo=UTC),
+    datetime(2025, 6, 15, tzinfo=UTC),
+    datetime(2025, 7, 7, 7, 7, 7, tzinfo=UTC),
+]
+
 NO_PREDICTIONS = dict.fromkeys(
     (
         "historic_clv",
@@ -287,6 +300,7 @@ PROFILES: list[dict[str, Any]] = [
         "first_name": "Zoë",
         "last_name": "Müller",
         "created": "2025-05-05T05:05:05+00:00",
+        "updated": "2022-06-07T09:44:19+00:00",
         "last_event_date": None,
         "properties": {},
         "subscriptions": _marketing("NEVER_SUBSCRIBED", True),
@@ -306,6 +320,7 @@ PROFILES: list[dict[str, Any]] = [
         "first_name": "Anne\nMarie",
         "last_name": 'Quote "Q"',
         "created": "2025-07-07T07:07:07+00:00",
+        "updated": "2024-12-31T23:53:59+00:00",
         "last_event_date": "2026-03-08T18:00:00+00:00",
         "properties": {"Last Click": "2026-03-08T18:00:00+00:00"},
         "subscriptions": _marketing("SUBSCRIBED", True),
