@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo test lint dev clean
+.PHONY: install demo test lint security dev clean
 
 install: $(INSTALLED)
 
@@ -22,12 +22,15 @@ demo: install
 	@mkdir -p $(DEMO_HOME)
 	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/python -m klaviyo_dagster demo
 
-test: install lint
+test: install lint security
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check klaviyo_dagster klaviyo_dagster_tests benchmarks
 	$(BIN)/ruff format --check klaviyo_dagster klaviyo_dagster_tests benchmarks
+
+security: install
+	$(BIN)/bandit -c pyproject.toml -r klaviyo_dagster -q
 
 dev: install
 	@mkdir -p $(DEMO_HOME)

@@ -124,7 +124,7 @@ def profile_group(schema: str) -> str:
 
 
 def run_partition(
-    base_url: str, time_scale: float, data_dir: Path
+    base_url: str, time_scale: float, data_dir: Path, schema: str
 ) -> tuple[dg.ExecuteInProcessResult, float, float]:
     os.environ.update(
         KLAVIYO_ENABLE="true",
@@ -149,7 +149,7 @@ def run_partition(
             resources=resources,
             run_config={
                 "ops": {
-                    name: {"config": {"days": DAYS}}
+                    name: {"config": {"days": DAYS, "audience_schema": schema}}
                     for name in ("flows_csv", "campaigns_csv", "subscribers_csv")
                 }
             },

@@ -27,6 +27,7 @@ FLOWS_CSV = dg.AssetKey("flows_csv")
 CAMPAIGNS_CSV = dg.AssetKey("campaigns_csv")
 SUBSCRIBERS_CSV = dg.AssetKey("subscribers_csv")
 INGEST_ASSET_KEYS = (FLOWS_CSV, CAMPAIGNS_CSV, SUBSCRIBERS_CSV)
+PREVIEW_CHARS = 500  # per preview line: a huge custom property must not bloat the event log
 
 
 def produce(
@@ -80,7 +81,9 @@ def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: C
         **window,
         "dagster/row_count": summary.rows,
         "rows": summary.rows,
-        "preview": dg.MetadataValue.md("```\n" + "\n".join(summary.preview) + "\n```"),
+        "preview": dg.MetadataValue.md(
+            "```\n" + "\n".join(line[:PREVIEW_CHARS] for line in summary.preview) + "\n```"
+        ),
         "klaviyo_calls": totals.calls,
         "klaviyo_429s": totals.throttled,
         "klaviyo_wait_seconds": round(

@@ -7,6 +7,7 @@ writes the same files, so reruns and backfills overwrite instead of duplicating.
 from __future__ import annotations
 
 import os
+import re
 from datetime import date
 
 import dagster as dg
@@ -18,6 +19,7 @@ DATE_DIMENSION = "date"
 ACCOUNT_DIMENSION = "account"
 START_DATE_ENV_VAR = "KLAVIYO_PARTITIONS_START_DATE"
 DEFAULT_START_DATE = "2024-01-01"
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _start_date() -> str:
@@ -43,10 +45,19 @@ def partition_key(account_id: str, day: date) -> dg.MultiPartitionKey:
 def split_partition_key(key: str | dg.MultiPartitionKey) -> tuple[str, date]:
     """(account id, partition date) of a partition key, both validated."""
     keys = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else _parse(key)
-    return validate_account_id(keys[ACCOUNT_DIMENSION]), date.fromisoformat(keys[DATE_DIMENSION])
+    return validate_account_id(keys[ACCOUNT_DIMENSION]), _partition_date(keys[DATE_DIMENSION])
+
+
+def _partition_date(raw: str) -> date:
+    # date.fromisoformat alone also takes "20260309" and ISO weeks ("2026W101"): only YYYY-MM-DD is a key.
+    if not _DAY.match(raw):
+        raise ValueError(f"Partition date must be YYYY-MM-DD, got {raw!r}")
+    return date.fromisoformat(raw)
 
 
 def _parse(key: str) -> dict[str, str]:
     # A MultiPartitionKey's string form joins the dimension keys in dimension-name order with "|".
-    account, day = key.split("|")
-    return {ACCOUNT_DIMENSION: account, DATE_DIMENSION: day}
+    parts = key.split("|")
+    if len(parts) != 2:
+        raise ValueError(f"Partition key must be 'ACCOUNT_UUID|YYYY-MM-DD', got {key!r}")
+    return {ACCOUNT_DIMENSION: parts[0], DATE_DIMENSION: parts[1]}

@@ -272,7 +272,9 @@ class KlaviyoClient:
                 status=429,
                 errors=details,
             )
-        wait += random.uniform(0, min(1.0, 0.1 * wait) + 0.05 * self.time_scale)
+        wait += random.uniform(
+            0, min(1.0, 0.1 * wait) + 0.05 * self.time_scale
+        )  # jitter or simulated data, not security  # nosec B311
         log.warning("Klaviyo throttled %s; waiting %.1f s (Retry-After %s)", endpoint, wait, retry_after)
         self.stats.add(group, retries=1, retry_after_seconds=wait)
         time.sleep(wait)
@@ -302,7 +304,7 @@ class KlaviyoClient:
 
     def _backoff_delay(self, attempt: int) -> float:
         ceiling = min(self.retry.backoff_cap_seconds, self.retry.backoff_base_seconds * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter or simulated data, not security  # nosec B311
 
     # --- responses and errors --------------------------------------------------------------------
 

@@ -87,6 +87,9 @@ CAMPAIGNS_COLUMNS = (
     "Bounces",
 )
 
+# Names and long custom values may exceed the csv module's 128 KiB field default.
+csv.field_size_limit(16 * 1024 * 1024)
+
 
 @dataclass(frozen=True)
 class DayTotals:

@@ -51,14 +51,15 @@ def js_number(value: float | int) -> str:
 
 
 def field_text(value: Any) -> str:
-    """One field's text before quoting: None → empty, numbers as JavaScript, the rest as str."""
+    """One field's text before quoting: None → empty, numbers as JavaScript, the rest as str (no NUL)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return js_number(value)
-    return str(value)
+    # NUL is dropped: common CSV readers cut a field there, and Postgres text cannot hold it.
+    return str(value).replace("\x00", "")
 
 
 def quote(text: str) -> str:

@@ -32,7 +32,7 @@ def iso(moment: datetime) -> str:
 
 def rng_for(*parts: object) -> random.Random:
     """A private RNG for one named thing; string seeds make it stable across processes."""
-    return random.Random(":".join(str(p) for p in parts))
+    return random.Random(":".join(str(p) for p in parts))  # jitter or simulated data, not security  # nosec B311
 
 
 def b32(number: int, width: int) -> str:

@@ -62,7 +62,9 @@ class FaultInjector:
     def set(self, operation_id: str, spec: FaultSpec) -> None:
         with self._lock:
             self._faults[operation_id] = spec
-            self._rngs[operation_id] = random.Random(f"{self.seed}:fault:{operation_id}")
+            self._rngs[operation_id] = random.Random(
+                f"{self.seed}:fault:{operation_id}"
+            )  # jitter or simulated data, not security  # nosec B311
             self._used[operation_id] = {"storm": 0, "fail_first": 0}
 
     def clear(self) -> None:

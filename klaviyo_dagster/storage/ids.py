@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 from datetime import date
 
-_NAMESPACE = hashlib.sha1(b"email-metrics-orchestrator").digest()  # noqa: S324 - an id, not security
+_NAMESPACE = hashlib.sha1(b"email-metrics-orchestrator", usedforsecurity=False).digest()
 
 
 def deterministic_id(name: str) -> str:
     """The app's name-based id: SHA-1(namespace + name), version 5 and variant bits set."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE + name.encode("utf-8")).digest()[:16])  # noqa: S324
+    digest = bytearray(hashlib.sha1(_NAMESPACE + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     hex_ = digest.hex()

@@ -268,7 +268,7 @@ class SupabaseObjectStore:
                 error.args = (error.message,)
                 raise error from cause
             delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-            delay = random.uniform(delay / 2, delay)
+            delay = random.uniform(delay / 2, delay)  # jitter or simulated data, not security  # nosec B311
             logger.warning(
                 "Supabase Storage %s of %s failed (attempt %d/%d: status %s, %s); retrying in %.2fs",
                 op,

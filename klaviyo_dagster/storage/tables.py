@@ -174,7 +174,7 @@ class IngestTables:
                 (upload_id, account_id, now),
             )
             # Only constant dialect SQL is ever interpolated in this module; values are parameters.
-            tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608
+            tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
             snapshot_id = self._upsert_snapshot(tx, upload_id, account_id, metadata)
             if metrics is not None:
                 self._replace_derived(tx, snapshot_id, metrics)
@@ -190,14 +190,14 @@ class IngestTables:
         if found:
             snapshot_id = str(found[0])
             tx.execute(
-                f"update snapshots set account_id = ?, label = ?, status = 'ready', metadata = {self.dialect.json_param} "  # noqa: S608
+                f"update snapshots set account_id = ?, label = ?, status = 'ready', metadata = {self.dialect.json_param} "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
                 "where id = ?",
                 (account_id, SNAPSHOT_LABEL, payload, snapshot_id),
             )
             return snapshot_id
         snapshot_id = str(uuid.uuid4())
         tx.execute(
-            "insert into snapshots (id, account_id, upload_id, label, status, metadata) "  # noqa: S608
+            "insert into snapshots (id, account_id, upload_id, label, status, metadata) "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
             f"values (?, ?, ?, ?, 'ready', {self.dialect.json_param})",
             (snapshot_id, account_id, upload_id, SNAPSHOT_LABEL, payload),
         )
@@ -226,14 +226,14 @@ class IngestTables:
         """
         partition = self.dialect.partition_date()
         row = self._one(
-            f"select {self._snapshot_columns} from snapshots where account_id = ? and status = 'ready' "  # noqa: S608
+            f"select {self._snapshot_columns} from snapshots where account_id = ? and status = 'ready' "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
             f"and {partition} < ? order by {partition} desc, created_at desc limit 1",
             (account_id, before.isoformat()),
         )
         return _snapshot(row) if row else None
 
     def snapshot_for_upload(self, upload_id: str) -> SnapshotRow | None:
-        row = self._one(f"select {self._snapshot_columns} from snapshots where upload_id = ?", (upload_id,))  # noqa: S608
+        row = self._one(f"select {self._snapshot_columns} from snapshots where upload_id = ?", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
         return _snapshot(row) if row else None
 
     def upload(self, upload_id: str) -> dict[str, Any] | None:

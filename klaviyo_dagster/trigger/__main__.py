@@ -1,0 +1,43 @@
+"""``python -m klaviyo_dagster.trigger --port N``: serve the old trigger endpoint (settings from env)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from klaviyo_dagster.trigger.app import create_app, log
+from klaviyo_dagster.trigger.settings import SECRET_ENV_VAR, TriggerSettings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m klaviyo_dagster.trigger", description=__doc__)
+    parser.add_argument("--host", default=os.environ.get("TRIGGER_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("TRIGGER_PORT", "8080")))
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Klaviyo call in a dry run
+    settings = TriggerSettings.from_env()
+    if settings.secret is None:
+        log.warning("%s is not set: every request will be refused with 401", SECRET_ENV_VAR)
+    log.info(
+        "launching runs through Dagster at %s (location %s)", settings.dagster_url, settings.dagster_location
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log=False,  # uvicorn's access log prints the query string, token included
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        log_config=None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""The HTTP service: ``/api/dashboard/update`` (GET and POST) and ``/api/dashboard/update/status``.
+
+Checks, in the old endpoint's order: ``KLAVIYO_ENABLE`` (501), the secret (401, constant-time; an
+unset ``ADMIN_JOB_SECRET`` refuses everything), the body's size (413), the parameters (400 naming
+the parameter; a live call without ``accountId`` before anything else), the account's Klaviyo key
+(400 ``Missing klaviyoApiKey``). A dry run then builds the three files here and answers 200 (502 on
+a producer failure, 504 past the time limit); a live call launches or finds the partition's run in
+Dagster and answers 202. Every answer is JSON; the log line of a request never holds the secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from klaviyo_dagster.accounts import AccountDirectory
+from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
+from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
+from klaviyo_dagster.defs.partitions import (
+    ACCOUNT_DIMENSION,
+    ACCOUNTS_PARTITIONS_NAME,
+    DATE_DIMENSION,
+    date_partitions,
+    partition_key,
+)
+from klaviyo_dagster.defs.schedules import ACCOUNT_TAG
+from klaviyo_dagster.klaviyo.client import KlaviyoClient
+from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
+from klaviyo_dagster.producers.sync import SyncFailed, dry_run
+from klaviyo_dagster.storage.ids import nightly_upload_id
+from klaviyo_dagster.storage.store import ingest_store_from_env
+from klaviyo_dagster.trigger.dagster_api import (
+    IDEMPOTENCY_TAG,
+    TRIGGER_TAG,
+    DagsterApi,
+    DagsterRefused,
+    DagsterUnavailable,
+    RunInfo,
+)
+from klaviyo_dagster.trigger.request import BadRequest, TriggerRequest, flatten_body, flatten_query, parse
+from klaviyo_dagster.trigger.settings import TriggerSettings
+
+log = logging.getLogger("klaviyo_dagster.trigger")
+
+UPDATE_PATH = "/api/dashboard/update"
+STATUS_PATH = "/api/dashboard/update/status"
+SECRET_HEADER = "x-admin-job-secret"  # noqa: S105 - a header name  # a header, parameter or variable name, not a secret  # nosec B105
+IDEMPOTENCY_HEADER = "x-idempotency-key"
+TOKEN_PARAM = "token"  # noqa: S105 - a parameter name  # a header, parameter or variable name, not a secret  # nosec B105
+PARTITION_TAG = "dagster/partition"
+_RUN_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("error"))
+        self.status = status
+        self.body = body
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+class TriggerService:
+    def __init__(self, settings: TriggerSettings, dagster: DagsterApi) -> None:
+        self.settings = settings
+        self.dagster = dagster
+        # Finding the in-progress run and launching one must not interleave for the same key.
+        self._launch_lock = asyncio.Lock()
+
+    # --- the checks every request passes -----------------------------------------------------------
+
+    def _gate(self, request: Request, *, token_allowed: bool) -> None:
+        if not self.settings.klaviyo_enabled:
+            raise HttpError(501, {"error": "Klaviyo source disabled"})
+        expected = self.settings.secret
+        given = request.headers.get(SECRET_HEADER)
+        if given is None and token_allowed:
+            given = request.query_params.get(TOKEN_PARAM)
+        if expected is None or given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HttpError(401, {"error": "Unauthorized"})
+
+    async def _json_body(self, request: Request) -> Any:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise HttpError(413, {"error": "Request body too large", "limit": limit})
+
+        async def read() -> bytes:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HttpError(413, {"error": "Request body too large", "limit": limit})
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            raw = await asyncio.wait_for(read(), self.settings.body_read_timeout_seconds)
+        except TimeoutError:
+            raise HttpError(408, {"error": "Request body not received in time"}) from None
+        except ClientDisconnect:
+            raise HttpError(400, {"error": "Client disconnected"}) from None
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("The body is not valid JSON", "body") from None
+
+    # --- /api/dashboard/update ---------------------------------------------------------------------
+
+    async def update(self, request: Request) -> Response:
+        self._gate(request, token_allowed=request.method == "GET")
+        if request.method == "POST":
+            params, default_mode = flatten_body(await self._json_body(request)), "dry-run"
+        else:
+            params, default_mode = flatten_query(request.query_params.multi_items()), "live"
+        trigger = parse(
+            params,
+            default_mode=default_mode,
+            idempotency_header=request.headers.get(IDEMPOTENCY_HEADER),
+            today=datetime.now(UTC).date(),
+        )
+        if trigger.is_live:
+            return await self._live(trigger)
+        return await self._dry_run(trigger)
+
+    async def _dry_run(self, trigger: TriggerRequest) -> Response:
+        client = await run_in_threadpool(_dry_run_client, trigger.account_id)
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(
+            None, functools.partial(_run_dry_run, client, trigger.options, trigger.partition_date)
+        )
+        try:
+            result = await asyncio.wait_for(work, self.settings.dry_run_timeout_seconds)
+        except TimeoutError:
+            client.close()  # the worker's next Klaviyo call fails, so it stops instead of running on
+            return error(
+                504,
+                "Timeout",
+                details=f"the dry run took longer than {self.settings.dry_run_timeout_seconds:g} s",
+            )
+        except SyncFailed as exc:
+            return error(502, exc.name, details=exc.details())
+        return JSONResponse(result)
+
+    async def _live(self, trigger: TriggerRequest) -> Response:
+        assert trigger.account_id is not None  # parse() refuses a live call without one
+        account, day = trigger.account_id, trigger.partition_date
+        first, newest = date_partitions.start.date(), datetime.now(UTC).date() - timedelta(days=1)
+        if not first <= day <= newest:
+            raise BadRequest(f"end must be a partition date between {first} and {newest}, got {day}", "end")
+        await run_in_threadpool(_account_key, account)  # 400 Missing klaviyoApiKey, before launching
+
+        key = partition_key(account, day)
+        tags = {
+            PARTITION_TAG: str(key),
+            f"{PARTITION_TAG}/{ACCOUNT_DIMENSION}": account,
+            f"{PARTITION_TAG}/{DATE_DIMENSION}": day.isoformat(),
+            ACCOUNT_TAG: account,
+            IDEMPOTENCY_TAG: trigger.idempotency_key,
+            TRIGGER_TAG: "api",
+        }
+        options = trigger.options.model_dump(exclude_defaults=True)
+        run_config = {"ops": {asset.path[-1]: {"config": options} for asset in INGEST_ASSET_KEYS}}
+        async with self._launch_lock:
+            existing = await self._dagster(
+                self.dagster.find_in_progress,
+                {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: trigger.idempotency_key},
+            )
+            if existing is None:
+                await self._dagster(self.dagster.add_dynamic_partition, ACCOUNTS_PARTITIONS_NAME, account)
+                run_id = await self._dagster(self.dagster.launch, INGEST_JOB_NAME, run_config, tags)
+                log.info("launched run %s for %s (idempotency key %s)", run_id, key, trigger.idempotency_key)
+                body = {**_run_facts(account, day), "runId": run_id, "status": "queued"}
+                return JSONResponse({**body, "idempotencyKey": trigger.idempotency_key}, status_code=202)
+        log.info(
+            "run %s already in progress for idempotency key %s", existing.run_id, trigger.idempotency_key
+        )
+        facts = _facts_of(existing) or _run_facts(account, day)
+        body = {**facts, "runId": existing.run_id, "status": existing.status_word, "repeated": True}
+        return JSONResponse({**body, "idempotencyKey": trigger.idempotency_key}, status_code=202)
+
+    async def _dagster(self, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await run_in_threadpool(call, *args)
+        except DagsterUnavailable as exc:
+            raise HttpError(503, {"error": "Dagster unavailable", "details": str(exc)}) from None
+        except DagsterRefused as exc:
+            raise HttpError(
+                502, {"error": "DagsterError", "details": {"kind": exc.kind, "message": exc.message}}
+            ) from None
+
+    # --- /api/dashboard/update/status --------------------------------------------------------------
+
+    async def status(self, request: Request) -> Response:
+        self._gate(request, token_allowed=True)
+        run_id = request.query_params.get("runId")
+        if not run_id:
+            raise BadRequest("Missing runId", "runId")
+        if not _RUN_ID.match(run_id):
+            raise BadRequest(f"runId must be a Dagster run id, got {run_id!r}", "runId")
+        run = await self._dagster(self.dagster.run, run_id)
+        if run is None:
+            return error(404, "Run not found", runId=run_id)
+        body: dict[str, Any] = {
+            "runId": run.run_id,
+            "status": run.status_word,
+            "dagsterStatus": run.status,
+            "job": run.job_name,
+        }
+        facts = _facts_of(run)
+        if facts is not None:
+            body.update(facts)
+            if run.status == "SUCCESS" and run.job_name == INGEST_JOB_NAME:
+                body.update(await run_in_threadpool(_written, facts["uploadId"]))
+        return JSONResponse(body)
+
+
+# --- blocking helpers (run in threads) --------------------------------------------------------------
+
+
+def _account_key(account_id: str | None) -> str | None:
+    """The account's key (None: the environment's, as the CLI); HttpError 400 when there is none."""
+    accounts = AccountDirectory(ingest_store_from_env().tables)
+    try:
+        account = account_id or next(iter(accounts.account_ids()), None)
+        return accounts.api_key_for(account) if account else None
+    except KlaviyoConfigError as exc:
+        raise HttpError(400, {"error": "Missing klaviyoApiKey", "details": str(exc)}) from None
+
+
+def _dry_run_client(account_id: str | None) -> KlaviyoClient:
+    api_key = _account_key(account_id)
+    try:
+        return KlaviyoClient(api_key)
+    except KlaviyoConfigError as exc:  # no key in the environment either
+        raise HttpError(400, {"error": "Missing klaviyoApiKey", "details": str(exc)}) from None
+
+
+def _run_dry_run(client: KlaviyoClient, options: Any, partition_date: date) -> dict[str, Any]:
+    with client:
+        return dry_run(client, options, partition_date)
+
+
+def _run_facts(account_id: str, day: date) -> dict[str, Any]:
+    return {
+        "accountId": account_id,
+        "uploadId": nightly_upload_id(account_id, day),
+        "partition": str(partition_key(account_id, day)),
+    }
+
+
+def _facts_of(run: RunInfo) -> dict[str, Any] | None:
+    """Account, upload and partition of an ingest run, from its tags (None for other runs)."""
+    account = run.tags.get(ACCOUNT_TAG) or run.tags.get(f"{PARTITION_TAG}/{ACCOUNT_DIMENSION}")
+    day = run.tags.get(f"{PARTITION_TAG}/{DATE_DIMENSION}")
+    if not account or not day:
+        return None
+    try:
+        return _run_facts(account, date.fromisoformat(day))
+    except ValueError:
+        return None
+
+
+def _written(upload_id: str) -> dict[str, Any]:
+    """The old live response's facts: the snapshot of the upload and the object keys in its folder."""
+    store = ingest_store_from_env()
+    snapshot = store.tables.snapshot_for_upload(upload_id)
+    keys = [f"{upload_id}/{name}" for name in store.objects.list(upload_id)]
+    return {"mode": "live", "snapshotId": snapshot.id if snapshot else None, "keys": keys}
+
+
+# --- the app --------------------------------------------------------------------------------------------
+
+
+def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HttpError as exc:
+            return JSONResponse(exc.body, status_code=exc.status)
+        except BadRequest as exc:
+            return JSONResponse(exc.body(), status_code=400)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return error(500, "Internal error")
+
+    return guarded
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def redacted_target(scope: Scope) -> str:
+    """The request's path and query with the ``token`` parameter's value blanked out."""
+    path = scope.get("path", "")
+    query = scope.get("query_string", b"").decode("latin-1")
+    if not query:
+        return path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return path + "?" + urlencode([(k, "[redacted]" if k == TOKEN_PARAM else v) for k, v in pairs], safe="[]")
+
+
+class RequestLog:
+    """One log line per request: client, method, path and query (token redacted), status, duration."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            client = scope.get("client") or ("-", 0)
+            log.info(
+                "%s %s %s %d %d ms",
+                client[0],
+                scope.get("method"),
+                redacted_target(scope),
+                status,
+                round((time.monotonic() - started) * 1000),
+            )
+
+
+def create_app(settings: TriggerSettings | None = None, dagster: DagsterApi | None = None) -> Starlette:
+    settings = settings or TriggerSettings.from_env()
+    dagster = dagster or DagsterApi(settings.dagster_url, settings.dagster_location)
+    service = TriggerService(settings, dagster)
+    app = Starlette(
+        routes=[
+            Route(UPDATE_PATH, _guarded(service.update), methods=["GET", "POST"]),
+            Route(STATUS_PATH, _guarded(service.status), methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_exception},
+    )
+    app.add_middleware(RequestLog)
+    return app

@@ -1,0 +1,205 @@
+"""The old endpoint's parameters, from a JSON body (POST) or a query string (GET), onto SyncOptions.
+
+Both forms are flattened to the same names first (``flow.limitFlows``, ``audience.schema``,
+``campaign.timeframeKey``, ...; the flat spellings ``limitFlows``, ``audienceSchema``,
+``timeframeKey`` are accepted in either form), then parsed by one function, so GET and POST cannot
+drift apart. Every bad value raises BadRequest naming the parameter as the caller spelled it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from klaviyo_dagster.accounts import validate_account_id
+from klaviyo_dagster.producers.options import RANGES, SyncOptions
+
+MODES = ("dry-run", "live")
+NIGHTLY_KEY = re.compile(r"^nightly-(\d{4}-\d{2}-\d{2})$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_KEY_CHARS = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
+
+# The caller's names of each SyncOptions field: the contract's (nested) name first, then flat aliases.
+OPTION_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "days": ("days",),
+    "fast": ("fast",),
+    "limit_flows": ("flow.limitFlows", "limitFlows"),
+    "limit_messages": ("flow.limitMessages", "limitMessages"),
+    "enrich_message_names": ("flow.enrichMessageNames", "enrichMessageNames"),
+    "audience_schema": ("audience.schema", "audienceSchema"),
+    "audience_page_size": ("audience.pageSize", "audiencePageSize"),
+    "audience_max_pages": ("audience.maxPages", "audienceMaxPages"),
+    "timeframe_key": ("campaign.timeframeKey", "timeframeKey"),
+    "conversion_metric_id": ("conversionMetricId",),
+}
+NESTED_GROUPS = ("flow", "audience", "campaign")
+
+
+class BadRequest(Exception):
+    """A 400: ``error`` is the message, ``parameter`` the caller's name of the offending value."""
+
+    def __init__(self, error: str, parameter: str | None = None, details: Any = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.parameter = parameter
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error}
+        if self.parameter is not None:
+            body["parameter"] = self.parameter
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    mode: str
+    account_id: str | None
+    options: SyncOptions
+    partition_date: date
+    idempotency_key: str
+
+    @property
+    def is_live(self) -> bool:
+        return self.mode == "live"
+
+
+def flatten_body(body: Any) -> dict[str, Any]:
+    """A POST body as flat parameters: ``{"flow": {"limitFlows": 5}}`` → ``{"flow.limitFlows": 5}``."""
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object", "body")
+    flat: dict[str, Any] = {}
+    for name, value in body.items():
+        if name in NESTED_GROUPS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise BadRequest(f"{name} must be an object", name)
+            flat.update({f"{name}.{sub}": sub_value for sub, sub_value in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
+def flatten_query(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A GET query string as flat parameters (``token`` is the secret, never a parameter)."""
+    params: dict[str, Any] = {}
+    for name, value in pairs:
+        if name == "token":
+            continue
+        if name in params:
+            raise BadRequest(f"{name} is given twice", name)
+        params[name] = value
+    return params
+
+
+def parse(
+    params: Mapping[str, Any],
+    *,
+    default_mode: str,
+    idempotency_header: str | None,
+    today: date,
+) -> TriggerRequest:
+    """The request's mode, account, options, partition date and idempotency key; BadRequest on any error."""
+    mode = params.get("mode") or default_mode
+    if mode not in MODES:
+        raise BadRequest(f"mode must be one of {', '.join(MODES)}, got {mode!r}", "mode")
+
+    account_id = params.get("accountId") or None
+    if mode == "live" and account_id is None:
+        raise BadRequest("Missing accountId: a live run needs the dashboard account uuid", "accountId")
+    if account_id is not None:
+        try:
+            account_id = validate_account_id(account_id if isinstance(account_id, str) else repr(account_id))
+        except ValueError as exc:
+            raise BadRequest(f"accountId: {exc}", "accountId") from None
+
+    key = idempotency_header or params.get("idempotency") or params.get("idempotencyKey")
+    if key is not None and (not isinstance(key, str) or not _KEY_CHARS.match(key)):
+        raise BadRequest(
+            "idempotency key must be 1..200 characters of letters, digits and ._:@/+=-", "idempotency"
+        )
+    end = _date(params, "end")
+    start = _date(params, "start")
+    key_date = _nightly_date(key)
+    partition_date = end or key_date or today - timedelta(days=1)
+
+    given = _given_options(params)
+    if start is not None:
+        if start > partition_date:
+            raise BadRequest(f"start ({start}) is after the window's end ({partition_date})", "start")
+        span = (partition_date - start).days + 1
+        _, high = RANGES["days"]
+        if high is not None and span > high:
+            raise BadRequest(
+                f"start..end ({start}..{partition_date}) spans {span} days; at most {high}", "start"
+            )
+        if "days" in given and str(given["days"][1]) != str(span):
+            raise BadRequest(
+                f"days ({given['days'][1]}) contradicts start..end ({start}..{partition_date}, {span} days)",
+                "days",
+            )
+        given["days"] = ("start", span)
+    options = _options(mode, given)
+    return TriggerRequest(
+        mode=mode,
+        account_id=account_id,
+        options=options,
+        partition_date=partition_date,
+        idempotency_key=key or f"nightly-{partition_date.isoformat()}",
+    )
+
+
+def _date(params: Mapping[str, Any], name: str) -> date | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or not _ISO_DATE.match(raw):
+        raise BadRequest(f"{name} must be a date YYYY-MM-DD, got {raw!r}", name)
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be a date YYYY-MM-DD, got {raw!r}", name) from None
+
+
+def _nightly_date(key: str | None) -> date | None:
+    match = NIGHTLY_KEY.match(key or "")
+    if not match:
+        return None
+    try:
+        return date.fromisoformat(match.group(1))
+    except ValueError:
+        raise BadRequest(f"idempotency key {key!r} has no valid date", "idempotency") from None
+
+
+def _given_options(params: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+    """SyncOptions field → (the caller's parameter name, value), for the options present."""
+    given: dict[str, tuple[str, Any]] = {}
+    for field, names in OPTION_PARAMETERS.items():
+        present = [name for name in names if params.get(name) is not None]
+        if len(present) > 1:
+            raise BadRequest(f"{present[0]} is given twice (also as {present[1]})", present[1])
+        if present:
+            given[field] = (present[0], params[present[0]])
+    return given
+
+
+def _options(mode: str, given: dict[str, tuple[str, Any]]) -> SyncOptions:
+    try:
+        return SyncOptions(mode=mode, **{field: value for field, (_, value) in given.items()})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else ""
+        parameter = given.get(field, (field, None))[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        # The options' own range messages start with the field's name: put the caller's name there.
+        named = message.startswith(field)
+        message = parameter + message[len(field) :] if named else f"{parameter}: {message}"
+        raise BadRequest(message, parameter) from None
