@@ -234,12 +234,18 @@ def main() -> None:
     )
     parser.add_argument("--audience-schema", choices=["required", "extended", "minimal"], default="required")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--target-seconds",
+        type=float,
+        default=TARGET_FLOOR_REAL_SECONDS,
+        help="real seconds the floor should take",
+    )
     args = parser.parse_args()
     size = SIZES[args.size]
     account = Account(SEED, 0, size["profiles"], size["flows"], ANCHOR, "America/New_York")
     minimum = minimum_calls(account, args.audience_schema)
     floor = max(calls / steady_per_second(group) for group, calls in minimum.items())
-    time_scale = TARGET_FLOOR_REAL_SECONDS / floor
+    time_scale = args.target_seconds / floor
     print(
         f"{args.size}: {size['profiles']:,} profiles, {len(account.flows)} flows, "
         f"{sum(len(f.messages) for f in account.flows)} flow messages; latency {args.latency_ms:.0f} ms; "

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -102,3 +103,47 @@ class BackgroundServer:
         self._thread.join(timeout=10)
         self._server = None
         self._thread = None
+
+
+class ServedApp(ABC):
+    """A stateful test server's lifecycle: ``start()``/``stop()`` and ``with``.
+
+    Subclasses set ``host``, ``port`` (0 = free) and ``state`` (whose ``shutdown`` event is set on the
+    server's loop) and implement ``build_asgi_app()``; ``server_name`` names the thread.
+    """
+
+    server_name = "served-app"
+    host: str
+    port: int
+    state: Any
+    _server: BackgroundServer | None = None
+
+    @abstractmethod
+    def build_asgi_app(self) -> Any:
+        """The ASGI app to serve, built on ``self.state``."""
+
+    def start(self) -> Self:
+        self._server = BackgroundServer(
+            self.build_asgi_app(),
+            name=self.server_name,
+            host=self.host,
+            port=self.port,
+            on_loop=self._on_loop,
+        )
+        self._server.start()
+        self.port = self._server.port
+        return self
+
+    def _on_loop(self, shutdown: asyncio.Event) -> None:
+        self.state.shutdown = shutdown
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,58 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
-from types import TracebackType
+from typing import Any
 
 from klaviyo_dagster.sim.app import SimulatorState, build_app
-from klaviyo_dagster.sim.background import BackgroundServer
+from klaviyo_dagster.sim.background import ServedApp
 from klaviyo_dagster.sim.config import RecordedRequest, SimConfig
 from klaviyo_dagster.sim.data import Account
 from klaviyo_dagster.sim.faults import FaultSpec
 
 
-class SimulatorServer:
+class SimulatorServer(ServedApp):
     """A real HTTP Klaviyo simulator on 127.0.0.1; ``port=0`` picks a free port.
 
     Use as a context manager (or ``start()``/``stop()``). ``base_url`` is valid once started.
     """
 
+    server_name = "klaviyo-sim"
+
     def __init__(self, config: SimConfig | None = None, host: str = "127.0.0.1", port: int = 0):
         self.config = config or SimConfig()
         self.state = SimulatorState.build(self.config)
         self.host = host
-        self._requested_port = port
         self.port = port
-        self._server: BackgroundServer | None = None
 
-    # --- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> SimulatorServer:
-        self._server = BackgroundServer(
-            build_app(self.state),
-            name="klaviyo-sim",
-            host=self.host,
-            port=self._requested_port,
-            on_loop=self._set_shutdown_event,
-        )
-        self._server.start()
-        self.port = self._server.port
-        return self
-
-    def _set_shutdown_event(self, shutdown: asyncio.Event) -> None:
-        self.state.shutdown = shutdown
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def build_asgi_app(self) -> Any:
+        return build_app(self.state)
 
     # --- test API ------------------------------------------------------------------------------------
     @property

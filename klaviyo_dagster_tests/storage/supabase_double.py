@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -29,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from klaviyo_dagster.sim.background import BackgroundServer
+from klaviyo_dagster.sim.background import ServedApp
 
 DEFAULT_MAX_OBJECT_BYTES = 50 * 1024 * 1024
 GATEWAY_HTML = (
@@ -296,12 +295,14 @@ def build_app(state: _State) -> Starlette:
     )
 
 
-class SupabaseStorageDouble:
+class SupabaseStorageDouble(ServedApp):
     """Supabase Storage on 127.0.0.1 (a free port), as a context manager.
 
     ``url`` is what ``create_client`` takes; ``objects`` is the first bucket's content
     (key -> (bytes, content type)); ``requests`` the log; ``fail_next`` injects faults.
     """
+
+    server_name = "supabase-storage-double"
 
     def __init__(
         self,
@@ -322,35 +323,9 @@ class SupabaseStorageDouble:
             allowed_mime_types=frozenset(allowed_mime_types) if allowed_mime_types is not None else None,
             hang_seconds=hang_seconds,
         )
-        self._server: BackgroundServer | None = None
 
-    # --- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> SupabaseStorageDouble:
-        self._server = BackgroundServer(
-            build_app(self.state),
-            name="supabase-storage-double",
-            host=self.host,
-            on_loop=self._set_shutdown_event,
-        )
-        self._server.start()
-        self.port = self._server.port
-        return self
-
-    def _set_shutdown_event(self, shutdown: asyncio.Event) -> None:
-        self.state.shutdown = shutdown
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> SupabaseStorageDouble:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def build_asgi_app(self) -> Any:
+        return build_app(self.state)
 
     # --- test API ------------------------------------------------------------------------------------
     @property
