@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from simulator_process import simulator_process
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.spec import load_operations
@@ -74,17 +74,8 @@ GROUPS = (
 
 @contextmanager
 def simulator(time_scale: float, latency_ms: int, profiles: int = 2_000) -> Iterator[str]:
-    command = [
-        sys.executable, "-m", "klaviyo_dagster.sim", "--port", "0", "--profiles", str(profiles),
-        "--time-scale", str(time_scale), "--latency-ms", str(latency_ms),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        yield next(word for word in line.split() if word.startswith("http://"))
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with simulator_process(profiles=profiles, time_scale=time_scale, latency_ms=latency_ms) as (url, _):
+        yield url
 
 
 def steady_limit(group: str) -> tuple[int, int, int]:

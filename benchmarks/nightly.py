@@ -21,8 +21,6 @@ import argparse
 import math
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,6 +31,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+from simulator_process import simulator_process
 
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
@@ -72,18 +71,9 @@ class GroupFigures:
 
 @contextmanager
 def simulator(profiles: int, flows: int, time_scale: float, latency_ms: float) -> Iterator[str]:
-    command = [
-        sys.executable, "-m", "klaviyo_dagster.sim", "--port", "0", "--profiles", str(profiles),
-        "--flows", str(flows), "--seed", str(SEED), "--anchor", ANCHOR.isoformat(),
-        "--time-scale", str(time_scale), "--latency-ms", str(round(latency_ms)),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        yield next(word for word in line.split() if word.startswith("http://"))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    options = {"profiles": profiles, "flows": flows, "seed": SEED, "anchor": ANCHOR.isoformat()}
+    with simulator_process(**options, time_scale=time_scale, latency_ms=round(latency_ms)) as (url, _):
+        yield url
 
 
 def steady_per_second(group: str) -> float:

@@ -26,23 +26,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from simulator_process import simulator_process
+
 TIME_SCALE = 0.001
 
 
 @contextmanager
 def simulator(profiles: int) -> Iterator[tuple[str, int]]:
     """(base URL, pid) of a simulator process with ``profiles`` profiles."""
-    command = [
-        sys.executable, "-m", "klaviyo_dagster.sim", "--port", "0", "--profiles", str(profiles),
-        "--time-scale", str(TIME_SCALE),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline() if process.stdout else ""
-        yield next(word for word in line.split() if word.startswith("http://")), process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with simulator_process(profiles=profiles, time_scale=TIME_SCALE) as served:
+        yield served
 
 
 def cpu_seconds_of(pid: int) -> float | None:
