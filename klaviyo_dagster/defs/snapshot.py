@@ -100,6 +100,8 @@ def snapshot(
     }
     if store.owns_accounts:
         store.tables.ensure_account(account_id, name=f"Klaviyo account {account_id}")
+    for stored in (flows_csv, campaigns_csv, subscribers_csv):  # all three exist: move them into place
+        stored.promote()
     metrics = None
     if snapshot_processing.processor_url is None:
         metrics = _compute(store, account_id, day, window, flows_csv, campaigns_csv)

@@ -54,6 +54,8 @@ def resources(store_resource: IngestStoreResource) -> dict[str, Any]:
     }
 
 
-def stored_object(data_dir: Path, name: str) -> Path:
-    """Where the local store keeps one of the tiny partition's files."""
-    return data_dir / "objects" / "preauth-uploads" / TINY_UPLOAD_ID / name
+def stored_object(data_dir: Path, name: str, staged: bool = False) -> Path:
+    """Where the local store keeps one of the tiny partition's files (staged until the snapshot)."""
+    return (
+        data_dir / "objects" / "preauth-uploads" / TINY_UPLOAD_ID / ((".staging." if staged else "") + name)
+    )

@@ -44,9 +44,16 @@ def test_the_three_files_land_byte_for_byte(tiny_store_env, instance, resources,
     result = materialize(instance, resources)
 
     assert result.success
-    assert stored_object(data_dir, "flows.csv").read_text(encoding="utf-8") == test_flows.EXPECTED
-    assert stored_object(data_dir, "campaigns.csv").read_text(encoding="utf-8") == test_campaigns.EXPECTED
-    assert stored_object(data_dir, "subscribers.csv").read_text(encoding="utf-8").endswith("\n")
+    # Staged beside their final names: the snapshot step moves all three into place together.
+    assert (
+        stored_object(data_dir, "flows.csv", staged=True).read_text(encoding="utf-8") == test_flows.EXPECTED
+    )
+    assert (
+        stored_object(data_dir, "campaigns.csv", staged=True).read_text(encoding="utf-8")
+        == test_campaigns.EXPECTED
+    )
+    assert stored_object(data_dir, "subscribers.csv", staged=True).read_text(encoding="utf-8").endswith("\n")
+    assert not stored_object(data_dir, "flows.csv").exists()
     assert not list(data_dir.rglob("*.partial"))
 
 
@@ -74,7 +81,8 @@ def test_a_rerun_overwrites_the_partitions_files(tiny_store_env, instance, resou
 
     folders = [p for p in (data_dir / "objects" / "preauth-uploads").iterdir()]
     assert [p.name for p in folders] == [TINY_UPLOAD_ID]
-    assert sorted(p.name for p in folders[0].iterdir()) == ["campaigns.csv", "flows.csv", "subscribers.csv"]
+    staged = [".staging.campaigns.csv", ".staging.flows.csv", ".staging.subscribers.csv"]
+    assert sorted(p.name for p in folders[0].iterdir()) == staged
 
 
 @dg.asset(ins={"flows_csv": dg.AssetIn(FLOWS_CSV)}, partitions_def=INGEST_ASSETS[0].partitions_def)
@@ -195,6 +203,7 @@ def test_a_klaviyo_error_fails_the_asset_with_klaviyos_details_and_no_file(
     details = failure.metadata["details"].value
     assert details["status"] == 400 and details["errors"][0]["status"] == 400
     assert not stored_object(data_dir, "campaigns.csv").exists()
+    assert not stored_object(data_dir, "campaigns.csv", staged=True).exists()
 
 
 @pytest.mark.parametrize("node", ["flows_csv", "campaigns_csv", "subscribers_csv"])

@@ -175,11 +175,6 @@ def test_a_run_killed_between_files_makes_no_snapshot_and_a_rerun_repairs(
     assert all(check.passed for check in repaired.get_asset_check_evaluations())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NOTES.md #1: a rerun overwrites the files in place under the previous 'ready' snapshot; "
-    "killed between files, it leaves that snapshot over files of two different runs",
-)
 def test_a_rerun_killed_between_files_leaves_the_existing_snapshot_consistent_with_its_files(
     tiny_store_env, instance, resources, data_dir, kill_switch
 ) -> None:
