@@ -33,18 +33,14 @@ from pathlib import Path
 import dagster as dg
 from simulator_process import simulator_process
 
+from klaviyo_dagster.definitions import pipeline_resources
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import (
-    INGEST_STORE_RESOURCE_KEY,
-    KLAVIYO_RESOURCE_KEY,
     IngestStoreResource,
     KlaviyoResource,
 )
 from klaviyo_dagster.defs.snapshot import (
-    SNAPSHOT_PROCESSING_RESOURCE_KEY,
-    SnapshotProcessingResource,
     snapshot,
 )
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
@@ -123,12 +119,7 @@ def run_partition(
         KLAVIYO_ACCOUNT_ID=ACCOUNT,
     )
     store = IngestStoreResource(data_dir=str(data_dir))
-    resources = {
-        KLAVIYO_RESOURCE_KEY: KlaviyoResource(time_scale=time_scale),
-        INGEST_STORE_RESOURCE_KEY: store,
-        INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store),
-        SNAPSHOT_PROCESSING_RESOURCE_KEY: SnapshotProcessingResource(),
-    }
+    resources = pipeline_resources(KlaviyoResource(time_scale=time_scale), store)
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT])
         started, cpu = time.monotonic(), time.process_time()

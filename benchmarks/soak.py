@@ -23,18 +23,14 @@ from pathlib import Path
 import dagster as dg
 
 from klaviyo_dagster.accounts import encrypt_api_key
+from klaviyo_dagster.definitions import pipeline_resources
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import (
-    INGEST_STORE_RESOURCE_KEY,
-    KLAVIYO_RESOURCE_KEY,
     IngestStoreResource,
     KlaviyoResource,
 )
 from klaviyo_dagster.defs.snapshot import (
-    SNAPSHOT_PROCESSING_RESOURCE_KEY,
-    SnapshotProcessingResource,
     snapshot,
 )
 from klaviyo_dagster.sim import FaultSpec, SimConfig, SimulatorServer
@@ -112,12 +108,7 @@ def main() -> None:
                     "values (?, ?, 'klaviyo', ?)",
                     (str(uuid.uuid4()), account, encrypt_api_key(key, ENCRYPTION_KEY)),
                 )
-        resources = {
-            KLAVIYO_RESOURCE_KEY: KlaviyoResource(time_scale=args.time_scale),
-            INGEST_STORE_RESOURCE_KEY: store,
-            INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store),
-            SNAPSHOT_PROCESSING_RESOURCE_KEY: SnapshotProcessingResource(),
-        }
+        resources = pipeline_resources(KlaviyoResource(time_scale=args.time_scale), store)
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         dates = [yesterday - timedelta(days=offset) for offset in range(args.days)][::-1]
 

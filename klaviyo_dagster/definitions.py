@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
@@ -11,6 +13,8 @@ from klaviyo_dagster.defs.jobs import klaviyo_dry_run_job, klaviyo_ingest_job
 from klaviyo_dagster.defs.resources import (
     INGEST_STORE_RESOURCE_KEY,
     KLAVIYO_RESOURCE_KEY,
+    IngestStoreResource,
+    KlaviyoResource,
     ingest_store_resource_from_env,
     klaviyo_resource_from_env,
 )
@@ -23,23 +27,36 @@ from klaviyo_dagster.defs.sensors import (
 )
 from klaviyo_dagster.defs.snapshot import (
     SNAPSHOT_PROCESSING_RESOURCE_KEY,
+    SnapshotProcessingResource,
     snapshot,
     snapshot_processing_from_env,
 )
 
 
+def store_resources(store: IngestStoreResource) -> dict[str, Any]:
+    """The ingest store and the IO manager that writes the CSVs through it."""
+    return {INGEST_STORE_RESOURCE_KEY: store, INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store)}
+
+
+def pipeline_resources(
+    klaviyo: KlaviyoResource, store: IngestStoreResource, processing: SnapshotProcessingResource | None = None
+) -> dict[str, Any]:
+    """Every resource the assets need, by key: what tests, benchmarks and the code location bind."""
+    return {
+        KLAVIYO_RESOURCE_KEY: klaviyo,
+        **store_resources(store),
+        SNAPSHOT_PROCESSING_RESOURCE_KEY: processing or SnapshotProcessingResource(),
+    }
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    store = ingest_store_resource_from_env()
     return dg.Definitions(
         assets=[*INGEST_ASSETS, snapshot],
         jobs=[klaviyo_ingest_job, klaviyo_dry_run_job, klaviyo_cleanup_job],
         schedules=[klaviyo_nightly_schedule, klaviyo_cleanup_schedule],
         sensors=[klaviyo_accounts_sensor, klaviyo_catch_up_sensor, klaviyo_run_succeeded, klaviyo_run_failed],
-        resources={
-            KLAVIYO_RESOURCE_KEY: klaviyo_resource_from_env(),
-            INGEST_STORE_RESOURCE_KEY: store,
-            INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store),
-            SNAPSHOT_PROCESSING_RESOURCE_KEY: snapshot_processing_from_env(),
-        },
+        resources=pipeline_resources(
+            klaviyo_resource_from_env(), ingest_store_resource_from_env(), snapshot_processing_from_env()
+        ),
     )

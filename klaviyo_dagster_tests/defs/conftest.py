@@ -9,15 +9,12 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
+from klaviyo_dagster.definitions import pipeline_resources
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import (
-    INGEST_STORE_RESOURCE_KEY,
-    KLAVIYO_RESOURCE_KEY,
     IngestStoreResource,
     KlaviyoResource,
 )
-from klaviyo_dagster.defs.snapshot import SNAPSHOT_PROCESSING_RESOURCE_KEY, SnapshotProcessingResource
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
 from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
@@ -46,12 +43,7 @@ def store_resource(data_dir: Path) -> IngestStoreResource:
 
 @pytest.fixture
 def resources(store_resource: IngestStoreResource) -> dict[str, Any]:
-    return {
-        KLAVIYO_RESOURCE_KEY: KlaviyoResource(time_scale=TINY_TIME_SCALE),
-        INGEST_STORE_RESOURCE_KEY: store_resource,
-        INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store_resource),
-        SNAPSHOT_PROCESSING_RESOURCE_KEY: SnapshotProcessingResource(),
-    }
+    return pipeline_resources(KlaviyoResource(time_scale=TINY_TIME_SCALE), store_resource)
 
 
 def stored_object(data_dir: Path, name: str, staged: bool = False) -> Path:

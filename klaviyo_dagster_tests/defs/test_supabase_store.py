@@ -6,9 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
+from klaviyo_dagster.definitions import store_resources
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
-from klaviyo_dagster.defs.resources import INGEST_STORE_RESOURCE_KEY, IngestStoreResource
+from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.defs.snapshot import snapshot
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, BUCKET, SERVICE_KEY
@@ -27,11 +27,7 @@ def supabase_resources(resources, supabase_double, clean_postgres) -> dict:
     store = IngestStoreResource(
         supabase_url=supabase_double.url, service_role_key=SERVICE_KEY, db_url=clean_postgres
     )
-    return {
-        **resources,
-        INGEST_STORE_RESOURCE_KEY: store,
-        INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store),
-    }
+    return {**resources, **store_resources(store)}
 
 
 def run(instance, resources) -> dg.ExecuteInProcessResult:

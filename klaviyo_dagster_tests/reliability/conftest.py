@@ -23,10 +23,10 @@ import dagster as dg
 import httpx
 import pytest
 
+from klaviyo_dagster.definitions import store_resources
 from klaviyo_dagster.defs import resources as resources_module
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
-from klaviyo_dagster.defs.resources import INGEST_STORE_RESOURCE_KEY, IngestStoreResource
+from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.defs.snapshot import snapshot
 from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
 from klaviyo_dagster.storage import store as store_module
@@ -133,11 +133,7 @@ def closed_port_dsn(password: str = "pw-not-a-real-one") -> str:  # noqa: S107 -
 
 def supabase_resources(resources: dict, double_url: str, db_url: str, service_key: str = SERVICE_KEY) -> dict:
     store = IngestStoreResource(supabase_url=double_url, service_role_key=service_key, db_url=db_url)
-    return {
-        **resources,
-        INGEST_STORE_RESOURCE_KEY: store,
-        INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store),
-    }
+    return {**resources, **store_resources(store)}
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import dagster as dg
 import pytest
 
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
+from klaviyo_dagster.definitions import store_resources
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME
 from klaviyo_dagster.defs.resources import (
-    INGEST_STORE_RESOURCE_KEY,
     KLAVIYO_RESOURCE_KEY,
     IngestStoreResource,
     KlaviyoResource,
@@ -65,11 +64,7 @@ def golden_subscribers(tiny_store_env, fault_resources, tmp_path) -> bytes:
     if "subscribers.csv" in _GOLDEN:
         return _GOLDEN["subscribers.csv"]
     store = IngestStoreResource(data_dir=str(tmp_path / "golden"))
-    clean_resources = {
-        **fault_resources,
-        INGEST_STORE_RESOURCE_KEY: store,
-        INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store),
-    }
+    clean_resources = {**fault_resources, **store_resources(store)}
     with dg.DagsterInstance.ephemeral() as clean_instance:
         clean_instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT_ID])
         assert run_partition(clean_instance, clean_resources).success

@@ -31,14 +31,12 @@ import pytest
 from dagster._serdes import serialize_value
 
 from klaviyo_dagster.accounts import encrypt_api_key
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
+from klaviyo_dagster.definitions import pipeline_resources
 from klaviyo_dagster.defs.resources import (
-    INGEST_STORE_RESOURCE_KEY,
-    KLAVIYO_RESOURCE_KEY,
     KlaviyoResource,
     ingest_store_resource_from_env,
 )
-from klaviyo_dagster.defs.snapshot import SNAPSHOT_PROCESSING_RESOURCE_KEY, snapshot_processing_from_env
+from klaviyo_dagster.defs.snapshot import snapshot_processing_from_env
 from klaviyo_dagster.sim import FaultSpec
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, BUCKET, TINY_TIME_SCALE
@@ -143,13 +141,11 @@ def sentinel_world(simulator_factory, sentinel_role_dsn, clean_postgres, monkeyp
 
 def env_resources() -> dict:
     """Resources as definitions.py builds them from the environment (only the pacing scale differs)."""
-    store = ingest_store_resource_from_env()
-    return {
-        KLAVIYO_RESOURCE_KEY: KlaviyoResource(time_scale=TINY_TIME_SCALE, timeout_seconds=2),
-        INGEST_STORE_RESOURCE_KEY: store,
-        INGEST_IO_MANAGER_KEY: IngestStoreIOManager(store=store),
-        SNAPSHOT_PROCESSING_RESOURCE_KEY: snapshot_processing_from_env(),
-    }
+    return pipeline_resources(
+        KlaviyoResource(time_scale=TINY_TIME_SCALE, timeout_seconds=2),
+        ingest_store_resource_from_env(),
+        snapshot_processing_from_env(),
+    )
 
 
 def everything_recorded(instance: dg.DagsterInstance, results, world: dict) -> str:
