@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import httpx
 
-SECRET_HEADER = "x-admin-job-secret"  # noqa: S105 - the header name, not a secret  # a header, parameter or variable name, not a secret  # nosec B105
+SECRET_HEADER = "x-admin-job-secret"  # noqa: S105 - a header name, not a secret  # nosec B105
 
 
 class RemoteProcessingFailed(Exception):

@@ -43,6 +43,7 @@ from klaviyo_dagster.defs.partitions import (
 from klaviyo_dagster.defs.schedules import ACCOUNT_TAG
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
+from klaviyo_dagster.processing.remote import SECRET_HEADER  # the web app's admin-secret header
 from klaviyo_dagster.producers.sync import SyncFailed, dry_run
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import ingest_store_from_env
@@ -61,9 +62,8 @@ log = logging.getLogger("klaviyo_dagster.trigger")
 
 UPDATE_PATH = "/api/dashboard/update"
 STATUS_PATH = "/api/dashboard/update/status"
-SECRET_HEADER = "x-admin-job-secret"  # noqa: S105 - a header name  # a header, parameter or variable name, not a secret  # nosec B105
 IDEMPOTENCY_HEADER = "x-idempotency-key"
-TOKEN_PARAM = "token"  # noqa: S105 - a parameter name  # a header, parameter or variable name, not a secret  # nosec B105
+TOKEN_PARAM = "token"  # noqa: S105 - a parameter name, not a secret  # nosec B105
 PARTITION_TAG = "dagster/partition"
 _RUN_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
 

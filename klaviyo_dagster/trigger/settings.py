@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from klaviyo_dagster.klaviyo.client import is_enabled
 
-SECRET_ENV_VAR = "ADMIN_JOB_SECRET"  # noqa: S105 - a variable name  # a header, parameter or variable name, not a secret  # nosec B105
+SECRET_ENV_VAR = "ADMIN_JOB_SECRET"  # noqa: S105 - a variable name, not a secret  # nosec B105
 ENABLE_ENV_VAR = "KLAVIYO_ENABLE"
 DAGSTER_URL_ENV_VAR = "TRIGGER_DAGSTER_URL"
 DAGSTER_LOCATION_ENV_VAR = "TRIGGER_DAGSTER_LOCATION"
