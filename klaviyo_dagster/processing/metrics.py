@@ -128,9 +128,17 @@ class SnapshotMetrics:
     last_email_date: date | None
 
 
-def round_half_up(x: float) -> float:
-    """JavaScript's ``Math.round``, which the app used: halves go up (Python's ``round`` goes to even)."""
-    return float(math.floor(x + 0.5))
+def js_math_round(x: float) -> float:
+    """JavaScript's ``Math.round``, which the dashboard's processor uses (contracts/supabase.md).
+
+    The integer nearest ``x``, halves towards +infinity (Python's ``round`` goes to even). Computed
+    as ``floor(x)`` plus one when the fraction is at least a half: ``x - floor(x)`` is exact for
+    doubles, whereas ``floor(x + 0.5)`` rounds the sum first and turns 0.49999999999999994 into 1.
+    """
+    if not math.isfinite(x):
+        return x
+    whole = math.floor(x)
+    return float(whole + 1 if x - whole >= 0.5 else whole)
 
 
 # --- Reading the CSVs -------------------------------------------------------------------------------
@@ -163,9 +171,9 @@ def _flow_days(flows_csv: TextIO) -> Iterator[tuple[date, DayTotals]]:
                 orders=_number(row, "Placed Order", where),
                 unique_opens=_number(row, "Unique Opens", where),
                 unique_clicks=_number(row, "Unique Clicks", where),
-                unsubscribes=round_half_up(emails * _number(row, "Unsub Rate", where)),
-                spam_complaints=round_half_up(emails * _number(row, "Complaint Rate", where)),
-                bounces=round_half_up(emails * _number(row, "Bounce Rate", where)),
+                unsubscribes=js_math_round(emails * _number(row, "Unsub Rate", where)),
+                spam_complaints=js_math_round(emails * _number(row, "Complaint Rate", where)),
+                bounces=js_math_round(emails * _number(row, "Bounce Rate", where)),
             ),
         )
 
@@ -333,7 +341,7 @@ def rebuild_day(values: Mapping[str, float]) -> DayTotals:
         # A snapshot written by the old app has no count keys in its series: derive the count from the
         # day's rate (a percentage of emails sent). The rate was count / emails * 100, so this gives
         # the count back, up to rounding.
-        return round_half_up(values.get(rate, 0.0) / 100 * emails)
+        return js_math_round(values.get(rate, 0.0) / 100 * emails)
 
     return DayTotals(**{name: base(key) for name, key in BASE_KEYS.items()})
 

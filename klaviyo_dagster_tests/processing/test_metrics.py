@@ -21,7 +21,7 @@ from klaviyo_dagster.processing.metrics import (
     SnapshotMetrics,
     compute_metrics,
     daily_totals,
-    round_half_up,
+    js_math_round,
 )
 from klaviyo_dagster.producers.campaigns import CAMPAIGNS_HEADER
 from klaviyo_dagster.producers.flows import FLOWS_HEADER
@@ -233,7 +233,7 @@ def test_only_email_flow_rows_count() -> None:
     assert days == {MAR[7]: DayTotals(emails=111)}  # 1 + 10 + 100; no SMS day at all
 
 
-def test_rate_only_columns_round_half_up_like_javascript() -> None:
+def test_rate_only_columns_round_like_javascript_math_round() -> None:
     days = daily_totals(
         flows(
             # 2 * 0.25 = 0.5 → 1 (Python's round would give 0); 10 * 0.25 = 2.5 → 3 (round: 2);
@@ -245,7 +245,33 @@ def test_rate_only_columns_round_half_up_like_javascript() -> None:
     )
 
     assert days[MAR[7]] == DayTotals(emails=12, unsubscribes=1, spam_complaints=3, bounces=0)
-    assert [round_half_up(x) for x in (0.5, 1.5, 2.5, 0.49, -0.5)] == [1, 2, 3, 0, 0]
+    assert [js_math_round(x) for x in (0.5, 1.5, 2.5, 0.49, -0.5)] == [1, 2, 3, 0, 0]
+
+
+def test_a_count_just_under_a_half_rounds_down_as_the_dashboard_does() -> None:
+    # 49 × 0.01020408163265306 is 0.49999999999999994 in doubles: Math.round gives 0, while
+    # floor(x + 0.5) gave 1 (the sum rounds up to exactly 1.0).
+    days = daily_totals(
+        flows({"Day": "2026-03-07", "Delivered": 49, "Unsub Rate": 0.01020408163265306}), no_campaigns()
+    )
+
+    assert 49 * 0.01020408163265306 == 0.49999999999999994
+    assert days[MAR[7]].unsubscribes == 0
+
+
+def test_js_math_round_matches_javascript_on_edge_values() -> None:
+    # Values and results as node's Math.round gives them.
+    cases = {
+        0.49999999999999994: 0,
+        -0.49999999999999994: 0,
+        -1.5: -1,
+        -2.5: -2,
+        2.5: 3,
+        4503599627370495.5: 4503599627370496,
+        4503599627370497.0: 4503599627370497,
+        -4503599627370495.5: -4503599627370495,
+    }
+    assert {x: js_math_round(x) for x in cases} == cases
 
 
 def test_campaigns_use_their_counts_not_their_rates() -> None:
