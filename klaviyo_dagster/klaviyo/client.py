@@ -5,11 +5,21 @@ everything sharing a client shares its pacing); thread-safe, so one client can f
 
 - Pacing per rate-limit group from the spec's ``x-klaviyo-ratelimit`` (see ``pacing.py``), so a normal
   run meets no 429 at all.
-- A 429 anyway: wait ``Retry-After`` plus jitter, unless that is longer than ``max_wait_seconds``
-  (the daily report quota says hours): then fail at once with "daily quota exhausted for <endpoint>".
+- A 429 anyway: wait what Klaviyo asks, plus jitter — the ``Retry-After`` header, or when that is
+  missing the throttled body's ``errors[].detail`` ("Expected available in 37 seconds."); only when
+  neither says, capped backoff. A wait longer than ``max_wait_seconds`` (the daily report quota says
+  hours) fails at once, without sleeping, with "daily quota exhausted for <endpoint>".
 - 5xx (not 501), timeouts, connection errors and unreadable bodies: retried a bounded number of
-  times with capped exponential backoff and jitter. Other 4xx: never retried.
+  times with capped exponential backoff and jitter.
+- Pages from Klaviyo's edge (CDN) rather than the API — a 403 or a retried 5xx whose body is not a
+  JSON:API error document, e.g. Cloudflare's HTML "403 Forbidden" — are transient and retried the
+  same way; if they persist, ``KlaviyoUnavailableError`` says the edge kept answering with a non-JSON
+  page (and its title), not that the key lacks a scope.
+- Not retried: 401, a JSON:API 403 (``permission_denied``: the key lacks a scope) and every other 4xx,
+  HTML or not.
 - Errors carry the endpoint and Klaviyo's ``errors[]``, never the key.
+
+The rules come from ``../shared/contracts/klaviyo-api.md`` ("Errors" and "Rate limits").
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ JSON_API = "application/vnd.api+json"
 # Calls to an operation outside the spec extract are paced at Klaviyo's most conservative tier (XS).
 _UNKNOWN_OPERATION_LIMIT = RateLimit((Window("burst", 1, 1), Window("steady", 15, 60)))
 _NOT_RETRIED_5XX = {501}
+# "Expected available in 37 seconds." — Klaviyo's throttled detail; tolerant of other wordings.
+_THROTTLED_WAIT = re.compile(r"\bin\s+(\d+(?:\.\d+)?)\s*(?:seconds?|secs?|s)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -220,13 +232,11 @@ class KlaviyoClient:
                 continue
             if response.status_code == 429:
                 throttles += 1
-                self._wait_retry_after(response, throttles, group, endpoint)
+                self._wait_retry_after(response, payload, throttles, group, endpoint)
                 continue
-            if response.status_code >= 500 and response.status_code not in _NOT_RETRIED_5XX:
+            if _is_retried_5xx(response.status_code) or _is_edge_page(response.status_code, payload):
                 failures += 1
-                self._backoff_or_raise(
-                    failures, group, endpoint, self._error_text(response, payload), response, payload
-                )
+                self._retry_failed_response(failures, group, endpoint, response, payload)
                 continue
             if response.status_code >= 400:
                 raise self._error_for(response, payload, endpoint)
@@ -250,17 +260,25 @@ class KlaviyoClient:
         if waited:
             self.stats.add(group, paced_seconds=waited)
 
-    def _wait_retry_after(self, response: httpx.Response, throttles: int, group: str, endpoint: str) -> None:
+    def _wait_retry_after(
+        self, response: httpx.Response, payload: Any, throttles: int, group: str, endpoint: str
+    ) -> None:
+        """Wait out a 429 as Klaviyo asks, or fail at once when that is over the cap.
+
+        contracts/klaviyo-api.md, "Rate limits": honour Retry-After (or, without the header, the wait
+        the throttled body states); a daily quota's wait is hours, so fail clearly instead of sleeping.
+        """
         self.stats.add(group, throttled=1)
-        details = _error_details(_json_or_none(response))
-        retry_after = _retry_after_seconds(response)
+        details = _error_details(payload)
+        retry_after, source = _klaviyo_wait_seconds(response, details)
         if retry_after is None:
-            retry_after = self._backoff_delay(throttles) / self.time_scale
+            retry_after, source = self._backoff_delay(throttles) / self.time_scale, "backoff"
         wait = retry_after * self.time_scale
         if wait > self.retry.max_wait_seconds:
             raise KlaviyoThrottledError(
-                f"daily quota exhausted for {endpoint}: Klaviyo asked to retry after {retry_after:.0f} s, "
-                f"over the {self.retry.max_wait_seconds:.0f} s cap; run again once the quota resets",
+                f"daily quota exhausted for {endpoint}: Klaviyo asked to retry after {retry_after:.0f} s "
+                f"({source}), over the {self.retry.max_wait_seconds:g} s cap; "
+                "run again once the quota resets",
                 endpoint=endpoint,
                 status=429,
                 errors=details,
@@ -275,9 +293,34 @@ class KlaviyoClient:
         wait += random.uniform(
             0, min(1.0, 0.1 * wait) + 0.05 * self.time_scale
         )  # jitter or simulated data, not security  # nosec B311
-        log.warning("Klaviyo throttled %s; waiting %.1f s (Retry-After %s)", endpoint, wait, retry_after)
+        log.warning("Klaviyo throttled %s; waiting %.1f s (%s: %g s)", endpoint, wait, source, retry_after)
         self.stats.add(group, retries=1, retry_after_seconds=wait)
         time.sleep(wait)
+
+    def _retry_failed_response(
+        self, failures: int, group: str, endpoint: str, response: httpx.Response, payload: Any
+    ) -> None:
+        """Back off after a retried 5xx or an edge page, or raise once the retries are spent.
+
+        contracts/klaviyo-api.md, "Errors": error bodies are not always JSON — the CDN in front of the
+        API answers with its own HTML pages, which say nothing about the key or the request.
+        """
+        if _is_error_document(payload):
+            reason = self._error_text(response, payload)
+            self._backoff_or_raise(failures, group, endpoint, reason, response, payload)
+            return
+        status = response.status_code
+        page = f"a {_body_kind(response, payload)} {status} page {self._page_summary(response)}"
+        self._backoff_or_raise(
+            failures,
+            group,
+            endpoint,
+            f"Klaviyo's edge (CDN) answered with {page}",
+            response,
+            payload,
+            gave_up=f"Klaviyo's edge (CDN) kept answering with {page} instead of the API "
+            "(usually transient: run again later)",
+        )
 
     def _backoff_or_raise(
         self,
@@ -287,10 +330,16 @@ class KlaviyoClient:
         reason: str,
         response: httpx.Response | None = None,
         payload: Any = None,
+        *,
+        gave_up: str | None = None,
     ) -> None:
+        """Sleep a capped, jittered backoff, or raise ``KlaviyoUnavailableError`` past ``max_retries``.
+
+        ``gave_up`` replaces ``reason`` in the final error when the persistence itself is the news.
+        """
         if failures > self.retry.max_retries:
             raise KlaviyoUnavailableError(
-                self._redact(f"Klaviyo {endpoint} failed after {failures} attempts: {reason}"),
+                self._redact(f"Klaviyo {endpoint} failed after {failures} attempts: {gave_up or reason}"),
                 endpoint=endpoint,
                 status=response.status_code if response is not None else None,
                 errors=_error_details(payload),
@@ -342,9 +391,12 @@ class KlaviyoClient:
         if details:
             return self._redact("; ".join(d.describe() for d in details))
         content_type = response.headers.get("content-type", "no content-type")
-        title = re.search(r"<title>(.*?)</title>", response.text, re.IGNORECASE | re.DOTALL)
-        summary = title.group(1).strip() if title else response.text.strip()[:200]
-        return self._redact(f"non-JSON body ({content_type}): {summary or response.reason_phrase}")
+        return self._redact(f"non-JSON body ({content_type}): {_page_title(response)}")
+
+    def _page_summary(self, response: httpx.Response) -> str:
+        """``"403 Forbidden" (text/html)`` — a non-JSON body's title and content type, for messages."""
+        content_type = response.headers.get("content-type", "no content-type")
+        return self._redact(f'"{_page_title(response)}" ({content_type})')
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
@@ -407,6 +459,61 @@ def _error_details(payload: Any) -> tuple[KlaviyoErrorDetail, ...]:
     if not isinstance(payload, dict) or not isinstance(payload.get("errors"), list):
         return ()
     return tuple(KlaviyoErrorDetail.from_json(e) for e in payload["errors"] if isinstance(e, dict))
+
+
+def _is_retried_5xx(status: int) -> bool:
+    """contracts/klaviyo-api.md, "Rate limits": retry 5xx, but not 501."""
+    return status >= 500 and status not in _NOT_RETRIED_5XX
+
+
+def _is_error_document(payload: Any) -> bool:
+    """A JSON:API error document (``{"errors": [...]}``): an answer from the API itself."""
+    return isinstance(payload, dict) and isinstance(payload.get("errors"), list)
+
+
+def _is_edge_page(status: int, payload: Any) -> bool:
+    """A 403 (or retried 5xx) that is not a JSON:API error document: a page from Klaviyo's CDN.
+
+    contracts/klaviyo-api.md, "Errors": a 403 is sometimes an HTML page from the CDN; the API's own
+    403 (``permission_denied``, a missing scope) is a JSON:API error document and is not retried.
+    """
+    return (status == 403 or _is_retried_5xx(status)) and not _is_error_document(payload)
+
+
+def _body_kind(response: httpx.Response, payload: Any) -> str:
+    return "non-JSON" if payload is None or not response.content else "non-JSON:API"
+
+
+def _page_title(response: httpx.Response) -> str:
+    """An HTML page's ``<title>``, else the start of the body, else the reason phrase."""
+    title = re.search(r"<title>(.*?)</title>", response.text, re.IGNORECASE | re.DOTALL)
+    summary = title.group(1).strip() if title else response.text.strip()[:200]
+    return summary or response.reason_phrase
+
+
+def parse_throttled_wait(detail: str | None) -> float | None:
+    """Seconds from a throttled error's detail, e.g. "Expected available in 37 seconds." → 37.0.
+
+    contracts/klaviyo-api.md, "Rate limits": a 429 carries the ``throttled`` body; when it comes
+    without ``Retry-After``, the body's "Expected available in N second(s)" is the wait to honour.
+    N may be an integer or a decimal; None when the detail states no wait in seconds.
+    """
+    match = _THROTTLED_WAIT.search(detail or "")
+    return float(match.group(1)) if match else None
+
+
+def _klaviyo_wait_seconds(
+    response: httpx.Response, details: tuple[KlaviyoErrorDetail, ...]
+) -> tuple[float | None, str]:
+    """The wait a 429 asks for, and where it came from: the Retry-After header, else the body."""
+    header = _retry_after_seconds(response)
+    if header is not None:
+        return header, "Retry-After header"
+    for detail in details:
+        seconds = parse_throttled_wait(detail.detail)
+        if seconds is not None:
+            return seconds, "throttled body"
+    return None, "none"
 
 
 def _retry_after_seconds(response: httpx.Response) -> float | None:

@@ -1,13 +1,18 @@
 """What can go wrong talking to Klaviyo, as types a caller can act on.
 
 - ``KlaviyoConfigError``: fix the setup (source disabled, no key, bad base URL); raised before any call.
-- ``KlaviyoAuthError``: 401/403 — the key is wrong or lacks a scope.
+- ``KlaviyoAuthError``: 401, or a JSON:API 403 (``permission_denied``) — the key is wrong or lacks a
+  scope. A 403 page from Klaviyo's CDN (HTML, not JSON:API) is not about the key: it is retried.
 - ``KlaviyoRequestError``: other 4xx — our request was wrong (bad filter, unknown id, retired revision).
 - ``KlaviyoThrottledError``: rate limited past what we are willing to wait (e.g. the daily report quota).
-- ``KlaviyoUnavailableError``: 5xx, timeouts, connection failures or unreadable bodies, after retries.
+- ``KlaviyoDataError``: Klaviyo answered, but with data that cannot be written faithfully (a report
+  statistic that is not a number, an unknown timezone); not retried.
+- ``KlaviyoUnavailableError``: 5xx, timeouts, connection failures, unreadable bodies or non-JSON pages
+  from Klaviyo's edge (CDN: an HTML 403 or gateway page), after retries.
 
 Every error carries the endpoint (``GET /api/flows``) and Klaviyo's ``errors[]`` details, and never the
-API key: messages are built from the response body only, and scrubbed of the key besides.
+API key: messages are built from the response body only, and scrubbed of the key besides. Which
+statuses are retried follows ``../shared/contracts/klaviyo-api.md`` ("Errors", "Rate limits").
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class KlaviyoDisabledError(KlaviyoConfigError):
 
 
 class KlaviyoAuthError(KlaviyoError):
-    """401 (key missing/invalid) or 403 (key lacks a scope)."""
+    """401 (key missing/invalid) or a JSON:API 403 (key lacks a scope); never retried."""
 
 
 class KlaviyoRequestError(KlaviyoError):
@@ -100,4 +105,10 @@ class KlaviyoThrottledError(KlaviyoError):
 
 
 class KlaviyoUnavailableError(KlaviyoError):
-    """Klaviyo kept failing (5xx, timeout, connection error, unreadable body) after every retry."""
+    """Klaviyo kept failing (5xx, timeout, connection error, bad body, a CDN page) after every retry."""
+
+
+class KlaviyoDataError(KlaviyoError):
+    """Klaviyo answered, but with data that cannot be written faithfully (e.g. a report statistic
+    that is not a number, or a response shape the spec does not allow). Not retried: the same call
+    gives the same data, so the file fails with the value named rather than write a wrong number."""

@@ -713,6 +713,8 @@ class Simulator:
                 headers={"Retry-After": "1"},
             )
             return _json_response(429, err.document(), err.headers)
+        if outcome.kind == "throttle_body":  # Klaviyo's throttled body alone: no Retry-After header
+            return _json_response(429, ApiError(429, "throttled", outcome.throttled_detail()).document())
         if outcome.kind == "timeout":
             shutdown = self.state.shutdown
             try:
@@ -723,8 +725,8 @@ class Simulator:
             except TimeoutError:
                 pass
             return _json_response(504, ApiError(504, "error", "Gateway timeout.").document())
-        if outcome.kind == "html_403":
-            return Response(HTML_403, 403, media_type="text/html")
+        if outcome.kind == "html":  # the CDN's own page (403 block, 502/503/504 gateway), not JSON:API
+            return Response(outcome.html_page(), outcome.status, media_type="text/html")
         code = (
             "permission_denied"
             if outcome.status == 403

@@ -247,20 +247,6 @@ def test_an_invalid_key_is_an_auth_error_with_a_hint(simulator, klaviyo_env) -> 
     assert len(simulator.requests) == 1
 
 
-def test_an_html_403_page_is_reported_readably(simulator_factory, klaviyo_env) -> None:
-    sim = simulator_factory(profiles=10, faults={"get_flows": FaultSpec(html_403_rate=1.0)})
-    with (
-        KlaviyoClient(DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY) as client,
-        pytest.raises(KlaviyoAuthError) as failure,
-    ):
-        client.get("/api/flows")
-
-    assert failure.value.status == 403
-    assert "non-JSON body (text/html" in str(failure.value)
-    assert "scope" in str(failure.value)
-    assert len(sim.requests) == 1
-
-
 def test_a_retired_revision_says_how_to_fix_it(simulator, klaviyo_env) -> None:
     with (
         KlaviyoClient(DEFAULT_API_KEY, base_url=simulator.base_url, revision="2024-02-15") as client,

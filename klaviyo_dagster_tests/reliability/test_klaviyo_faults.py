@@ -6,7 +6,8 @@ endpoint and the reason, with no file stored for it, no materialization recorded
 rerunning the partition once the fault is gone repairs it.
 
 Already covered at the client level (not repeated here): ``klaviyo/test_client.py`` (Retry-After,
-daily quota, 5xx retried/bounded, 501, timeouts, malformed JSON, HTML 403, bad request) and, at the
+daily quota, 5xx retried/bounded, 501, timeouts, malformed JSON, bad request),
+``klaviyo/test_edge_and_quota.py`` (CDN pages, waits said only in a 429's body) and, at the
 asset level, a 400 on campaign-values in ``defs/test_assets.py``.
 """
 
@@ -106,6 +107,11 @@ RECOVERABLE = {
     "connection reset mid-scan": Recoverable(transport=(Rule(*PROFILES, "reset", first=2, times=2),)),
     "one read timeout": Recoverable(transport=(Rule(*CAMPAIGN_VALUES, "timeout"),)),
     "truncated JSON body once": Recoverable(transport=(Rule(*FLOWS, "truncate"),)),
+    "one HTML 403 page from the CDN": Recoverable(sim={"query_flow_series": FaultSpec(html_403_first_n=1)}),
+    "HTML gateway pages from the CDN": Recoverable(sim={"get_campaigns": FaultSpec(html_5xx_first_n=2)}),
+    "429 whose body, not Retry-After, says the wait": Recoverable(
+        sim={"query_campaign_values": FaultSpec(throttle_body_only_first_n=1, throttle_body_seconds=1)}
+    ),
 }
 
 
@@ -157,10 +163,20 @@ FATAL = {
         ("FlowSyncFailed", "GET /api/flows failed after 6 attempts", "unreadable body"),
         sim={"get_flows": FaultSpec(malformed_json_rate=1.0)},
     ),
-    "HTML 403 from a CDN": Fatal(
+    "HTML 403 from a CDN that persists": Fatal(
         "flows_csv",
-        ("FlowSyncFailed", "POST /api/flow-series-reports returned 403", "text/html"),
+        (
+            "FlowSyncFailed",
+            "POST /api/flow-series-reports failed after 6 attempts",
+            "edge (CDN)",
+            "text/html",
+        ),
         sim={"query_flow_series": FaultSpec(html_403_rate=1.0)},
+    ),
+    "a day-long quota said only in the 429's body": Fatal(
+        "campaigns_csv",
+        ("CampaignSyncFailed", "daily quota exhausted for POST /api/campaign-values-reports"),
+        sim={"query_campaign_values": FaultSpec(throttle_body_only_first_n=1, throttle_body_seconds=86400)},
     ),
     "connection resets that persist": Fatal(
         "subscribers_csv",

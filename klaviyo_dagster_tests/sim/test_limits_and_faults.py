@@ -1,4 +1,4 @@
-"""Rate limits (429 + Retry-After, RateLimit-* headers), latency and every fault kind."""
+"""Rate limits (429 + Retry-After, RateLimit-* headers), latency and every fault kind, CDN pages included."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from klaviyo_dagster.klaviyo.spec import load_operations
 from klaviyo_dagster.sim import FaultSpec, SimulatorServer
+from klaviyo_dagster.sim.faults import FaultInjector
 from klaviyo_dagster.sim.ratelimit import RateLimiter
 from klaviyo_dagster_tests.sim.conftest import client_for
 
@@ -151,6 +152,72 @@ def test_html_403(simulator: SimulatorServer, api: httpx.Client) -> None:
     response = api.get("/api/flows")
     assert response.status_code == 403
     assert response.headers["content-type"].startswith("text/html")
+
+
+def test_html_403_first_n_then_success(simulator: SimulatorServer, api: httpx.Client) -> None:
+    """The CDN's HTML 403 page (not JSON:API) for the first n calls: retry tests know the count."""
+    simulator.set_fault("get_flows", FaultSpec(html_403_first_n=2))
+    responses = [api.get("/api/flows") for _ in range(3)]
+    assert [r.status_code for r in responses] == [403, 403, 200]
+    assert responses[0].headers["content-type"].startswith("text/html")
+    assert "<title>403 Forbidden</title>" in responses[0].text
+
+
+def test_html_5xx_first_n_is_a_502_gateway_page(simulator: SimulatorServer, api: httpx.Client) -> None:
+    simulator.set_fault("get_flows", FaultSpec(html_5xx_first_n=1))
+    first, second = api.get("/api/flows"), api.get("/api/flows")
+    assert (first.status_code, second.status_code) == (502, 200)
+    assert first.headers["content-type"].startswith("text/html")
+    assert "<title>502 Bad Gateway</title>" in first.text
+
+
+def test_html_5xx_rate_serves_gateway_pages(simulator: SimulatorServer, api: httpx.Client) -> None:
+    simulator.set_fault("get_flows", FaultSpec(html_5xx_rate=1.0))
+    responses = [api.get("/api/flows") for _ in range(12)]
+    assert {r.status_code for r in responses} <= {502, 503, 504}
+    assert len({r.status_code for r in responses}) > 1
+    for response in responses:
+        assert response.headers["content-type"].startswith("text/html")
+        assert f"<title>{response.status_code} " in response.text
+
+
+def test_throttle_body_only_has_no_retry_after(simulator: SimulatorServer, api: httpx.Client) -> None:
+    """A 429 whose only statement of the wait is Klaviyo's throttled detail."""
+    simulator.set_fault("get_flows", FaultSpec(throttle_body_only_first_n=2, throttle_body_seconds=37))
+    responses = [api.get("/api/flows") for _ in range(3)]
+    assert [r.status_code for r in responses] == [429, 429, 200]
+    throttled = responses[0]
+    assert "retry-after" not in throttled.headers
+    error = throttled.json()["errors"][0]
+    assert error["code"] == "throttled"
+    assert error["detail"] == "Request was throttled. Expected available in 37 seconds."
+
+
+def test_new_fault_kinds_parse_like_the_old_ones() -> None:
+    text = (
+        "html_5xx_rate=0.25,html_403_first_n=2,html_5xx_first_n=1,"
+        "throttle_body_only_first_n=3,throttle_body_seconds=86400"
+    )
+    assert FaultSpec.parse(text) == FaultSpec(
+        html_5xx_rate=0.25,
+        html_403_first_n=2,
+        html_5xx_first_n=1,
+        throttle_body_only_first_n=3,
+        throttle_body_seconds=86400.0,
+    )
+
+
+def test_edge_pages_leave_the_older_fault_sequences_as_they_were() -> None:
+    """Every probability is drawn on every call: adding html_5xx_rate moves no 5xx of error_rate."""
+    plain = FaultInjector(seed=3, faults={"get_flows": FaultSpec(error_rate=0.4)})
+    edged = FaultInjector(seed=3, faults={"get_flows": FaultSpec(error_rate=0.4, html_5xx_rate=0.5)})
+    pairs = [(plain.decide("get_flows"), edged.decide("get_flows")) for _ in range(60)]
+    for before, after in pairs:
+        if before.kind == "error":
+            assert (after.kind, after.status) == ("error", before.status)
+        else:
+            assert after.kind in (None, "html")
+    assert any(after.kind == "html" for _, after in pairs)
 
 
 def test_malformed_json(simulator: SimulatorServer, api: httpx.Client) -> None:
