@@ -20,6 +20,7 @@ from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.klaviyo.stats import ClientStats
 from klaviyo_dagster.producers.csvfile import CsvSummary
+from klaviyo_dagster.producers.reconcile import Verdict
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
 
 INGEST_GROUP = "klaviyo_ingest"
@@ -28,6 +29,9 @@ CAMPAIGNS_CSV = dg.AssetKey("campaigns_csv")
 SUBSCRIBERS_CSV = dg.AssetKey("subscribers_csv")
 INGEST_ASSET_KEYS = (FLOWS_CSV, CAMPAIGNS_CSV, SUBSCRIBERS_CSV)
 PREVIEW_CHARS = 500  # per preview line: a huge custom property must not bloat the event log
+# One blocking check per file: the file read back against what Klaviyo returned (contracts/csv.md,
+# "Reconciliation"). Blocking, so a file that does not reconcile never reaches the snapshot.
+RECONCILES_WITH_KLAVIYO = "reconciles_with_klaviyo"
 
 
 def produce(
@@ -36,8 +40,9 @@ def produce(
     klaviyo: KlaviyoResource,
     ingest_store: IngestStoreResource,
     file: CsvFile,
-) -> Iterator[dg.Output]:
-    """Builds ``file`` for the run's partition and yields it (live) or observes it (dry run)."""
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Builds ``file`` for the run's partition and yields it (live) or observes it (dry run), then
+    its reconciliation check (read back from the file before the IO manager takes it)."""
     account_id, partition_date = split_partition_key(context.partition_key)
     options = config.options()
     accounts = AccountDirectory(ingest_store.get_store().tables)
@@ -55,6 +60,7 @@ def produce(
                 metadata={"error": exc.name, "details": dg.MetadataValue.json(exc.details())},
             ) from None
         metadata = _metadata(summary, session, file, client.stats)
+    check = _reconciliation_check(file.reconcile(path, summary.reconciliation), options.is_dry_run)
     if options.is_dry_run:
         path.unlink()
         context.log_event(
@@ -63,8 +69,18 @@ def produce(
             )
         )
         context.log.info(f"dry run: {file.filename} would have {summary.rows} rows; nothing written")
-        return
-    yield dg.Output(path, metadata=metadata)
+    else:
+        yield dg.Output(path, metadata=metadata)
+    yield check
+
+
+def _reconciliation_check(verdict: Verdict, dry_run: bool) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=RECONCILES_WITH_KLAVIYO,
+        passed=verdict.passed,
+        description=verdict.describe(),
+        metadata={**verdict.figures, "dry_run": dry_run},
+    )
 
 
 def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: ClientStats) -> dict[str, Any]:
@@ -76,6 +92,7 @@ def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: C
             "klaviyo_window": session.window.describe(),
             "window_first_day": session.window.first_day.isoformat(),
             "window_last_day": session.window.last_day.isoformat(),
+            "account_timezone": session.timezone.describe(),
         }
     return {
         **window,
@@ -90,6 +107,7 @@ def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: C
             totals.paced_seconds + totals.retry_after_seconds + totals.backoff_seconds, 3
         ),
         "klaviyo_calls_by_group": dg.MetadataValue.json(stats.as_dict()),
+        "reconciliation": dg.MetadataValue.json(dict(summary.reconciliation)),
     }
 
 
@@ -102,13 +120,24 @@ def _ingest_asset(key: dg.AssetKey, file: CsvFile, description: str) -> dg.Asset
         output_required=False,  # a dry run builds the file but records no materialization
         kinds={"klaviyo", "csv"},
         description=description,
+        check_specs=[
+            dg.AssetCheckSpec(
+                RECONCILES_WITH_KLAVIYO,
+                asset=key,
+                blocking=True,
+                description=(
+                    f"{file.filename} read back agrees with what Klaviyo returned: report totals equal "
+                    "the file's totals, and nothing was left out for a reason the contract does not allow."
+                ),
+            )
+        ],
     )
     def _asset(
         context: dg.AssetExecutionContext,
         config: SyncConfig,
         klaviyo: KlaviyoResource,
         ingest_store: IngestStoreResource,
-    ) -> Iterator[dg.Output]:
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         yield from produce(context, config, klaviyo, ingest_store, file)
 
     return _asset

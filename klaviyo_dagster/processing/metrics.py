@@ -21,6 +21,8 @@ from datetime import date, timedelta
 from itertools import chain
 from typing import TextIO
 
+from klaviyo_dagster.producers.csvfile import READ_FIELD_SIZE_LIMIT
+
 # The keys the dashboard reads, per day and for the whole snapshot (rates are percentages).
 DASHBOARD_KEYS = (
     "totalRevenue",
@@ -87,8 +89,7 @@ CAMPAIGNS_COLUMNS = (
     "Bounces",
 )
 
-# Names and long custom values may exceed the csv module's 128 KiB field default.
-csv.field_size_limit(16 * 1024 * 1024)
+csv.field_size_limit(READ_FIELD_SIZE_LIMIT)
 
 
 @dataclass(frozen=True)

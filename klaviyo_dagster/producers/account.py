@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
-from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoError
+from klaviyo_dagster.klaviyo.errors import KlaviyoAuthError, KlaviyoConfigError, KlaviyoDataError
 from klaviyo_dagster.klaviyo.jsonapi import attribute
 
 log = logging.getLogger(__name__)
@@ -21,23 +22,48 @@ class ConversionMetricNotFound(KlaviyoConfigError):
     """No "Placed Order" metric to attribute conversions to: the reports cannot run."""
 
 
-def account_timezone(client: KlaviyoClient) -> str:
-    """``data[0].attributes.timezone`` of ``GET /api/accounts``; UTC when the call fails or it is missing.
+@dataclass(frozen=True)
+class AccountTimezone:
+    """The zone the account's windows are read in, and why it is UTC when it is a fallback."""
 
-    Klaviyo evaluates report timeframes in this timezone, so the windows are built in it too.
+    name: str
+    fallback_reason: str | None = None  # None: Klaviyo's own answer
+
+    def describe(self) -> str:
+        return (
+            self.name if self.fallback_reason is None else f"{self.name} (fallback: {self.fallback_reason})"
+        )
+
+
+def account_timezone(client: KlaviyoClient) -> AccountTimezone:
+    """``data[0].attributes.timezone`` of ``GET /api/accounts`` (contracts/csv.md, "Common rules").
+
+    Klaviyo evaluates report timeframes in this zone, so a wrong one silently shifts every day. Only
+    a permanent refusal (403 with Klaviyo's error document: the key lacks ``accounts:read``) or a
+    missing field falls back to UTC, and the result says so. Any other failure raises the
+    ``KlaviyoError`` (transient ones were already retried by the client); a zone name this machine
+    does not know raises ``KlaviyoDataError`` rather than guess.
     """
     try:
         accounts = client.get("/api/accounts", {"fields[account]": "timezone"}).data
-    except KlaviyoError as exc:
-        log.warning("Could not read the account timezone (%s); using UTC", exc)
-        return "UTC"
+    except KlaviyoAuthError as exc:
+        if exc.status != 403:
+            raise
+        log.warning("The Klaviyo key may not read the account (%s); reading windows in UTC", exc)
+        return AccountTimezone("UTC", "the key lacks the accounts:read scope (403)")
     timezone = attribute(accounts[0], "timezone") if accounts else None
+    if not timezone:
+        log.warning("Klaviyo's account has no timezone; reading windows in UTC")
+        return AccountTimezone("UTC", "GET /api/accounts returned no timezone")
     try:
-        ZoneInfo(timezone or "")
+        ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        log.warning("Account timezone %r is not a known zone; using UTC", timezone)
-        return "UTC"
-    return timezone
+        raise KlaviyoDataError(
+            f"Klaviyo's account timezone {timezone!r} is not a zone this machine knows; update the "
+            "tzdata package (pip install -U tzdata) rather than read the days in another zone",
+            endpoint="GET /api/accounts",
+        ) from None
+    return AccountTimezone(timezone)
 
 
 def conversion_metric_id(client: KlaviyoClient, configured: str | None = None) -> str:

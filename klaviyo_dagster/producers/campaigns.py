@@ -1,15 +1,17 @@
 """campaigns.csv: one row per email campaign sent in the partition window, with its metrics.
 
 Calls: campaign list pages (messages and tags included), one read per distinct audience for its
-name, and one values report per 100 campaigns. The old producer made one report call per campaign,
+name, and one values report per 100 campaigns. "Sent" is decided by the spec's status enum, and
+the summary's reconciliation counts every campaign seen by status and why any was left out. The old producer made one report call per campaign,
 wrote no CSV quoting, put unique counts in Total Opens/Total Clicks, 0 in Bounces, and fell back to
 "the first 20 campaigns of any date" when none matched; none of that survives here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
@@ -66,8 +68,14 @@ CAMPAIGN_STATISTICS = (
     "bounce_rate",
 )
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-NOT_SENT_STATUSES = ("Draft", "Cancelled")  # "Cancelled: Smart Sending" etc. start with it too
+# The statuses of the spec's campaign status enum that mean the campaign has sent (contracts/csv.md,
+# "campaigns.csv"). Every other one (Draft, Scheduled, Queued without Recipients, Adding Recipients,
+# Preparing to send/schedule, every Cancelled…, Unknown) has not, and is left out and counted.
+SENT_STATUSES = frozenset({"Sent", "Variations Sent", "Sending", "Sending Segments"})
 CAMPAIGNS_PAGE_SIZE = 100
+# Why a campaign, or a values-report row, may be left out of the file; anything else is a bug.
+ALLOWED_CAMPAIGNS_LEFT_OUT = frozenset({"not_sent", "no_send_time", "sent_outside_window"})
+ALLOWED_REPORT_ROWS_LEFT_OUT = frozenset({"not_the_email_message"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,14 @@ class SentCampaign:
     audience_ids: tuple[str, ...]
 
 
+@dataclass
+class CampaignTally:
+    """What the campaign list held, by status and by why a campaign was left out."""
+
+    seen_by_status: Counter[str] = field(default_factory=Counter)
+    left_out: Counter[str] = field(default_factory=Counter)
+
+
 def write_campaigns_csv(
     client: KlaviyoClient,
     options: SyncOptions,
@@ -89,9 +105,15 @@ def write_campaigns_csv(
     metric_id: str,
     out: TextIO,
 ) -> CsvSummary:
-    """Writes campaigns.csv: campaigns sent in ``window``, metrics over ``metrics_window``."""
+    """Writes campaigns.csv: campaigns sent in ``window``, metrics over ``metrics_window``.
+
+    Returns the summary with the reconciliation: campaigns seen by status, left out by reason, and
+    the values report's rows and totals against what the file holds.
+    """
     writer = CsvWriter(out, CAMPAIGNS_HEADER, final_newline=False)
-    campaigns = sent_email_campaigns(client, window)
+    tally = CampaignTally()
+    campaigns = sent_email_campaigns(client, window, tally)
+    metrics: dict[tuple[str, str], dict[str, Any]] = {}
     if campaigns:
         metrics = campaign_values(client, metrics_window, metric_id, [c.id for c in campaigns])
         audience_names = AudienceNames(client)
@@ -99,15 +121,18 @@ def write_campaigns_csv(
             stats = metrics.get((campaign.id, campaign.message_id or ""), {})
             writer.write_row(_row(campaign, stats, audience_names, window))
     writer.close()
-    return writer.summary()
+    return writer.summary(_reconciliation(tally, campaigns, metrics))
 
 
-def sent_email_campaigns(client: KlaviyoClient, window: Window) -> list[SentCampaign]:
-    """Email campaigns whose send time (else scheduled time) falls on a window day, oldest first."""
+def sent_email_campaigns(client: KlaviyoClient, window: Window, tally: CampaignTally) -> list[SentCampaign]:
+    """Email campaigns that have sent and whose send time (else scheduled time) falls on a window
+    day, oldest first.
+
+    No server-side time filter: the only one the API offers that could cut pages is ``updated_at``,
+    and a campaign is not guaranteed to be updated when it sends, so it would lose campaigns.
+    """
     params = {
-        # Sending a campaign updates it, so nothing updated before the window can have been sent in
-        # it: the updated_at bound cuts the pages read without losing a campaign.
-        "filter": f"and(equals(messages.channel,'email'),greater-or-equal(updated_at,{window.start_utc:%Y-%m-%dT%H:%M:%SZ}))",
+        "filter": "equals(messages.channel,'email')",
         "include": "campaign-messages,tags",
         "fields[campaign]": "name,status,audiences,send_time,scheduled_at",
         "fields[campaign-message]": "definition",
@@ -117,17 +142,35 @@ def sent_email_campaigns(client: KlaviyoClient, window: Window) -> list[SentCamp
     found = []
     for page in client.iter_pages("/api/campaigns", params):
         for campaign in page.data:
-            sent = _sent_campaign(page, campaign)
-            if sent is not None and window.contains(sent.sent_at):
-                found.append(sent)
+            status = str(attribute(campaign, "status", ""))
+            tally.seen_by_status[status] += 1
+            reason = _left_out_reason(campaign, status, window)
+            if reason:
+                tally.left_out[reason] += 1
+            else:
+                found.append(_sent_campaign(page, campaign))
     return sorted(found, key=lambda c: (c.sent_at, c.id))
 
 
-def _sent_campaign(page: Document, campaign: dict[str, Any]) -> SentCampaign | None:
-    status = str(attribute(campaign, "status", ""))
-    moment = attribute(campaign, "send_time") or attribute(campaign, "scheduled_at")
-    if not moment or status.startswith(NOT_SENT_STATUSES):
+def _left_out_reason(campaign: dict[str, Any], status: str, window: Window) -> str | None:
+    if status not in SENT_STATUSES:
+        return "not_sent"
+    moment = _send_moment(campaign)
+    if moment is None:
+        return "no_send_time"
+    return None if window.contains(moment) else "sent_outside_window"
+
+
+def _send_moment(campaign: dict[str, Any]) -> datetime | None:
+    """``send_time``, else ``scheduled_at``, as an aware datetime (naive ones read as UTC)."""
+    raw = attribute(campaign, "send_time") or attribute(campaign, "scheduled_at")
+    if not raw:
         return None
+    moment = datetime.fromisoformat(str(raw))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _sent_campaign(page: Document, campaign: dict[str, Any]) -> SentCampaign:
     email = next(
         (
             m
@@ -136,10 +179,12 @@ def _sent_campaign(page: Document, campaign: dict[str, Any]) -> SentCampaign | N
         ),
         None,
     )
+    sent_at = _send_moment(campaign)
+    assert sent_at is not None  # _left_out_reason kept only campaigns with a send moment
     return SentCampaign(
         id=campaign["id"],
         name=attribute(campaign, "name") or campaign["id"],
-        sent_at=datetime.fromisoformat(moment),
+        sent_at=sent_at,
         message_id=email["id"] if email else None,
         subject=attribute(email, "definition.content.subject", "") if email else "",
         tags=tuple(attribute(tag, "name", "") for tag in page.related(campaign, "tags")),
@@ -163,8 +208,34 @@ def campaign_values(
         )
         rows, _ = query_report(client, "/api/campaign-values-reports", body)
         for row in rows:
-            metrics[(row.groupings["campaign_id"], row.groupings["campaign_message_id"])] = row.statistics
+            key = (str(row.groupings.get("campaign_id")), str(row.groupings.get("campaign_message_id")))
+            metrics[key] = row.statistics
     return metrics
+
+
+def _reconciliation(
+    tally: CampaignTally, written: list[SentCampaign], metrics: dict[tuple[str, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """What Klaviyo returned against what the file holds (contracts/csv.md, "Reconciliation").
+
+    A values-report row is used when it is a written campaign's email message; the others (another
+    message of the campaign) are counted as left out. The file's ``Successful Deliveries`` and
+    ``Revenue`` columns must add up to ``report_delivered`` and ``report_revenue``.
+    """
+    used = {(c.id, c.message_id or "") for c in written}
+    left_out = Counter("not_the_email_message" for key in metrics if key not in used)
+    return {
+        "campaigns_seen": sum(tally.seen_by_status.values()),
+        "campaigns_seen_by_status": dict(tally.seen_by_status),
+        "campaigns_left_out": dict(tally.left_out),
+        "campaigns_written": len(written),
+        "campaigns_without_report_row": sum(1 for key in used if key not in metrics),
+        "report_rows": len(metrics),
+        "report_rows_written": len(metrics) - sum(left_out.values()),
+        "report_rows_left_out": dict(left_out),
+        "report_delivered": sum(metrics[key].get("delivered") or 0 for key in used if key in metrics),
+        "report_revenue": sum(metrics[key].get("conversion_value") or 0 for key in used if key in metrics),
+    }
 
 
 class AudienceNames:

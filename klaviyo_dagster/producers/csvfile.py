@@ -8,14 +8,19 @@ output, so numbers are written the way JavaScript's ``String(n)`` writes them (`
 from __future__ import annotations
 
 import math
+import re
 import shutil
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TextIO
 
 _MUST_QUOTE = frozenset('",\r\n')
 _EXACT_INT = 2**53
+# A lone UTF-16 surrogate (half an emoji, sent by Klaviyo as a ``"\ud83d"`` JSON escape) cannot be
+# written as UTF-8; U+FFFD is what a UTF-8 decoder shows for it. NUL is dropped.
+_NOT_TEXT = re.compile("[\ud800-\udfff]|\x00")
 
 
 def js_number(value: float | int) -> str:
@@ -58,8 +63,16 @@ def field_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return js_number(value)
-    # NUL is dropped: common CSV readers cut a field there, and Postgres text cannot hold it.
-    return str(value).replace("\x00", "")
+    return valid_text(str(value))
+
+
+def valid_text(text: str) -> str:
+    """``text`` as valid UTF-8 text (contracts/csv.md, "Common rules"): each lone surrogate becomes
+    U+FFFD and NUL is dropped (common CSV readers cut a field there, and Postgres text cannot hold
+    it). ASCII text, nearly every field, is returned as it is without a regex pass."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return _NOT_TEXT.sub(lambda match: "" if match.group() == "\x00" else "\ufffd", text)
 
 
 def quote(text: str) -> str:
@@ -74,6 +87,9 @@ def csv_line(values: Iterable[Any]) -> str:
 
 
 PREVIEW_ROWS = 2
+# Reading our files back (reconciliation, snapshot metrics): names and long custom values may exceed
+# the csv module's 128 KiB field default.
+READ_FIELD_SIZE_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,8 @@ class CsvSummary:
 
     rows: int
     preview: tuple[str, ...]
+    # What Klaviyo returned and what the file left out, by reason (contracts/csv.md, "Reconciliation").
+    reconciliation: Mapping[str, object] = field(default_factory=dict)
 
 
 class CsvBlock:
@@ -95,6 +113,7 @@ class CsvBlock:
         self.out = out
         self.rows = 0
         self.first_records: list[str] = []
+        self.tally: Counter[str] = Counter()  # what the rows' producer counted, merged into the writer's
 
     def write_row(self, values: Sequence[Any]) -> None:
         line = csv_line(values)
@@ -115,6 +134,7 @@ class CsvWriter:
         self._out = out
         self._final_newline = final_newline
         self.rows = 0
+        self.tally: Counter[str] = Counter()  # e.g. profiles seen and dropped, by reason
         self._preview = [csv_line(header)]
         self._out.write(self._preview[0])
 
@@ -125,14 +145,16 @@ class CsvWriter:
         if self.rows <= PREVIEW_ROWS:
             self._preview.append(line)
 
-    def append_block(self, block: TextIO, rows: int, first_records: Sequence[str]) -> None:
-        """Copies rows written elsewhere (each as ``"\n" + record``, e.g. by a ``CsvBlock``) after ours."""
-        shutil.copyfileobj(block, self._out)
-        self._preview.extend(first_records[: PREVIEW_ROWS + 1 - len(self._preview)])
-        self.rows += rows
+    def append_block(self, block: CsvBlock) -> None:
+        """Copies a ``CsvBlock``'s rows (each written as ``"\n" + record``) after ours, with its tally."""
+        block.out.seek(0)
+        shutil.copyfileobj(block.out, self._out)
+        self._preview.extend(block.first_records[: PREVIEW_ROWS + 1 - len(self._preview)])
+        self.rows += block.rows
+        self.tally.update(block.tally)
 
-    def summary(self) -> CsvSummary:
-        return CsvSummary(self.rows, tuple(self._preview))
+    def summary(self, reconciliation: Mapping[str, object] | None = None) -> CsvSummary:
+        return CsvSummary(self.rows, tuple(self._preview), reconciliation or {})
 
     def close(self) -> None:
         if self._final_newline:

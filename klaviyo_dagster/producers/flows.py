@@ -1,12 +1,17 @@
 """flows.csv: per day and flow email message, what the store's live flows did.
 
 Calls (for F kept flows): flows list pages + F definition reads (only with enrichment) + ONE
-flow-series report for the whole window. The old producer made one values report per day, which
+flow-series report for the whole window. Every email message of a kept flow is written: those
+anywhere in its definition (A/B test variations and branches included) and those only the report
+still knows (removed from the flow after sending), so what Klaviyo reported is what the file holds;
+the summary's reconciliation says what was returned and what was left out, by reason. The old producer made one values report per day, which
 the 2-per-minute report limit throttled, and swallowed the 429s, so days silently had no rows.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -56,6 +61,11 @@ FLOW_STATISTICS = (
 FLOWS_PAGE_SIZE = 50  # the API's maximum
 
 
+# Report rows that flows.csv may leave out, and why (contracts/csv.md, "flows.csv"): anything else
+# the report returned for a kept flow's email channel is written.
+ALLOWED_LEFT_OUT = frozenset({"other_channel", "flow_not_selected", "over_limit_messages"})
+
+
 @dataclass(frozen=True)
 class FlowMessage:
     flow_id: str
@@ -64,25 +74,40 @@ class FlowMessage:
     message_name: str
 
 
+@dataclass(frozen=True)
+class SeriesRow:
+    """One result of the flow-series report: a (flow, message, channel) and its statistics per day."""
+
+    flow_id: str
+    message_id: str
+    channel: str
+    per_day: dict[str, dict[str, float]]  # "YYYY-MM-DD" (account timezone) -> statistic -> value
+
+
 def write_flows_csv(
     client: KlaviyoClient, options: SyncOptions, window: Window, metric_id: str, out: TextIO
 ) -> CsvSummary:
-    """Writes flows.csv for ``window`` to ``out``; raises KlaviyoError rather than write a partial file."""
+    """Writes flows.csv for ``window`` to ``out`` and returns its summary with the reconciliation.
+
+    Raises KlaviyoError (including KlaviyoDataError for a non-numeric statistic) rather than write
+    a partial file.
+    """
     options = options.effective()
     writer = CsvWriter(out, FLOWS_HEADER, final_newline=False)
     flows = live_flows(client, options.limit_flows)
+    report: list[SeriesRow] = []
+    defined: list[FlowMessage] = []
     if flows:
-        series = flow_series(client, window, metric_id, list(flows))
+        report = flow_series(client, window, metric_id, list(flows))
         if options.enrich_message_names:
-            messages = [
+            defined = [
                 m for flow_id, name in flows.items() for m in flow_email_messages(client, flow_id, name)
             ]
-            messages = _first_per_flow(messages, options.limit_messages)
-        else:
-            messages = _messages_with_activity(series, flows, options.limit_messages)
-        _write_rows(writer, window, messages, series)
+    messages = _selected_messages(flows, defined, report, options.limit_messages)
+    _write_rows(writer, window, messages, report)
     writer.close()
-    return writer.summary()
+    enriched = options.enrich_message_names
+    return writer.summary(_reconciliation(flows, defined if enriched else None, messages, report, window))
 
 
 def live_flows(client: KlaviyoClient, limit: int) -> dict[str, str]:
@@ -96,33 +121,49 @@ def live_flows(client: KlaviyoClient, limit: int) -> dict[str, str]:
     for flow in client.iter_resources("/api/flows", params):
         # Checked again here: the filter is an optimisation, the rule is the contract's.
         if str(attribute(flow, "status", "")).lower() == "live" and not attribute(flow, "archived", False):
-            flows[flow["id"]] = attribute(flow, "name", "")
+            flows[flow["id"]] = attribute(flow, "name", "") or flow["id"]
         if len(flows) == limit:
             break
     return flows
 
 
 def flow_email_messages(client: KlaviyoClient, flow_id: str, flow_name: str) -> list[FlowMessage]:
-    """The flow's email messages in definition order, named, from one definition read."""
+    """Every email message in the flow's definition, in definition order, from one definition read.
+
+    An email can sit anywhere in a definition (spec: ``FlowDefinition.actions``): a top-level
+    ``send-email`` action, an ``ab-test`` action's ``main_action`` and each of its
+    ``current_experiment.variations``, and any action reached through splits and branches (the
+    actions list is flat, so those are in it too).
+    """
     params = {"additional-fields[flow]": "definition", "fields[flow]": "definition"}
     flow = client.get(f"/api/flows/{flow_id}", params).data[0]
-    messages = []
-    for action in attribute(flow, "definition.actions", []) or []:
-        message = (action.get("data") or {}).get("message") or {}
-        if action.get("type") == "send-email" and message.get("id"):
-            messages.append(
-                FlowMessage(flow_id, flow_name, message["id"], message.get("name") or message["id"])
-            )
-    return messages
+    found: dict[str, FlowMessage] = {}
+    for message in _email_sends(attribute(flow, "definition.actions", [])):
+        message_id = str(message["id"])
+        if message_id not in found:
+            found[message_id] = FlowMessage(flow_id, flow_name, message_id, message.get("name") or message_id)
+    return list(found.values())
 
 
-SeriesByMessage = dict[tuple[str, str], dict[str, dict[str, float]]]  # (flow, message) -> day -> stats
+def _email_sends(node: Any) -> Iterator[dict[str, Any]]:
+    """The ``data.message`` of every ``send-email`` action nested anywhere in ``node``."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _email_sends(item)
+    elif isinstance(node, dict):
+        if node.get("type") == "send-email":
+            message = (node.get("data") or {}).get("message") or {}
+            if isinstance(message, dict) and message.get("id"):
+                yield message
+            return
+        for value in node.values():
+            yield from _email_sends(value)
 
 
 def flow_series(
     client: KlaviyoClient, window: Window, metric_id: str, flow_ids: list[str]
-) -> SeriesByMessage:
-    """One daily series report for the window, email only, as {(flow, message): {day: statistics}}."""
+) -> list[SeriesRow]:
+    """One daily series report for the window, filtered to the flows and the email channel."""
     body = report_body(
         "flow-series-report",
         statistics=FLOW_STATISTICS,
@@ -134,43 +175,113 @@ def flow_series(
     )
     rows, date_times = query_report(client, "/api/flow-series-reports", body)
     days = [moment[:10] for moment in date_times]  # local midnights: the date part is the local day
-    series: SeriesByMessage = {}
+    series = []
     for row in rows:
-        if row.groupings.get("send_channel", "email") != "email":
-            continue
-        key = (row.groupings["flow_id"], row.groupings["flow_message_id"])
-        per_day = series.setdefault(key, {})
+        per_day: dict[str, dict[str, float]] = {}
         for name, values in row.statistics.items():
             # An array may be shorter than date_times, or null: the missing days are 0.
             for day, value in zip(days, values or [], strict=False):
                 per_day.setdefault(day, {})[name] = value
+        series.append(
+            SeriesRow(
+                str(row.groupings.get("flow_id")),
+                str(row.groupings.get("flow_message_id")),
+                str(row.groupings.get("send_channel", "email")),
+                per_day,
+            )
+        )
     return series
 
 
-def _first_per_flow(messages: list[FlowMessage], limit: int) -> list[FlowMessage]:
+def _selected_messages(
+    flows: dict[str, str], defined: list[FlowMessage], report: list[SeriesRow], limit: int
+) -> list[FlowMessage]:
+    """Per kept flow, its defined email messages then those only the report knows (named by their
+    id: an email removed, or an A/B variation ended, after it sent), the first ``limit`` of them."""
+    candidates = list(defined)
+    known = {(m.flow_id, m.message_id) for m in defined}
+    reported = sorted(
+        {(r.flow_id, r.message_id) for r in report if r.channel == "email" and r.flow_id in flows}
+    )
+    candidates += [FlowMessage(f, flows[f], m, m) for f, m in reported if (f, m) not in known]
     kept: list[FlowMessage] = []
-    per_flow: dict[str, int] = {}
-    for message in messages:
-        per_flow[message.flow_id] = per_flow.get(message.flow_id, 0) + 1
+    per_flow: Counter[str] = Counter()
+    for message in candidates:
+        per_flow[message.flow_id] += 1
         if per_flow[message.flow_id] <= limit:
             kept.append(message)
     return kept
 
 
-def _messages_with_activity(series: SeriesByMessage, flows: dict[str, str], limit: int) -> list[FlowMessage]:
-    """Without enrichment the messages are those the report knows, named by their id."""
-    found = [FlowMessage(f, flows[f], m, m) for f, m in sorted(series) if f in flows]
-    return _first_per_flow(found, limit)
-
-
 def _write_rows(
-    writer: CsvWriter, window: Window, messages: list[FlowMessage], series: SeriesByMessage
+    writer: CsvWriter, window: Window, messages: list[FlowMessage], report: list[SeriesRow]
 ) -> None:
+    series = {(r.flow_id, r.message_id): r.per_day for r in report if r.channel == "email"}
     ordered = sorted(messages, key=lambda m: (m.flow_id, m.message_id))
     for day in window.days:
         for message in ordered:
             stats = series.get((message.flow_id, message.message_id), {}).get(day.isoformat(), {})
             writer.write_row(_row(day.isoformat(), message, stats))
+
+
+def _reconciliation(
+    flows: dict[str, str],
+    defined: list[FlowMessage] | None,  # None: definitions not read (no enrichment)
+    written: list[FlowMessage],
+    report: list[SeriesRow],
+    window: Window,
+) -> dict[str, Any]:
+    """What the report returned against what the file holds (contracts/csv.md, "Reconciliation").
+
+    ``report_delivered``/``report_revenue`` sum every day of every report row the file writes; the
+    file's ``Delivered``/``Revenue`` columns must add up to them (a day outside the window would
+    not be written, and shows here as a difference).
+    """
+    kept = {(m.flow_id, m.message_id) for m in written}
+    defined_ids = {(m.flow_id, m.message_id) for m in defined or ()}
+    window_days = {day.isoformat() for day in window.days}
+    by_channel: Counter[str] = Counter()
+    left_out: Counter[str] = Counter()
+    delivered = revenue = 0.0
+    outside: set[str] = set()
+    for row in report:
+        by_channel[row.channel] += 1
+        reason = _left_out_reason(row, flows, kept)
+        if reason:
+            left_out[reason] += 1
+            continue
+        for day, stats in row.per_day.items():
+            delivered += stats.get("delivered") or 0
+            revenue += stats.get("conversion_value") or 0
+            if day not in window_days:
+                outside.add(day)
+    not_in_definition = sorted(
+        m.message_id for m in written if defined is not None and (m.flow_id, m.message_id) not in defined_ids
+    )
+    return {
+        "flows_kept": len(flows),
+        "messages_in_definitions": len(defined) if defined is not None else None,
+        "messages_written": len(written),
+        "messages_not_in_definition": len(not_in_definition),
+        "messages_not_in_definition_ids": not_in_definition[:20],
+        "report_rows": len(report),
+        "report_rows_by_channel": dict(by_channel),
+        "report_rows_written": len(report) - sum(left_out.values()),
+        "report_rows_left_out": dict(left_out),
+        "report_days_outside_window": sorted(outside),
+        "report_delivered": delivered,
+        "report_revenue": revenue,
+    }
+
+
+def _left_out_reason(row: SeriesRow, flows: dict[str, str], kept: set[tuple[str, str]]) -> str | None:
+    if row.channel != "email":
+        return "other_channel"
+    if row.flow_id not in flows:
+        return "flow_not_selected"
+    if (row.flow_id, row.message_id) not in kept:
+        return "over_limit_messages"
+    return None
 
 
 def _row(day: str, message: FlowMessage, stats: dict[str, Any]) -> list[Any]:

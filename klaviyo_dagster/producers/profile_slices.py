@@ -46,8 +46,7 @@ def write_sliced(client: KlaviyoClient, params: dict[str, str], write: RowWriter
         raise failed
     for block in (future.result() for future in futures):  # in slice order: the file is in creation order
         with block.out:
-            block.out.seek(0)
-            writer.append_block(block.out, block.rows, block.first_records)
+            writer.append_block(block)
 
 
 def slice_filters(client: KlaviyoClient, params: dict[str, str]) -> list[str]:

@@ -7,11 +7,13 @@ for everything it needs in as few calls as the API allows.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
+from klaviyo_dagster.klaviyo.errors import KlaviyoDataError
 
 MAX_FILTER_VALUES = 100  # Klaviyo's cap on a contains-any list
 
@@ -64,14 +66,44 @@ def report_body(
 
 
 def query_report(client: KlaviyoClient, path: str, body: dict[str, Any]) -> tuple[list[ReportRow], list[str]]:
-    """Every result row of a report (all pages) and, for series reports, its ``date_times``."""
+    """Every result row of a report (all pages) and, for series reports, its ``date_times``.
+
+    Statistics are checked here, once: a missing or null value (or array item) becomes 0, a number
+    stays as it is, and anything else (``"NaN"``, ``"12abc"``, ``Infinity``, ``true``) raises
+    ``KlaviyoDataError`` naming the statistic, its groupings and the value (contracts/csv.md,
+    "Common rules": a file never carries a number Klaviyo did not report).
+    """
     rows: list[ReportRow] = []
     date_times: list[str] = []
     for page in client.iter_report_pages(path, body):
         attributes = (page.raw.get("data") or {}).get("attributes") or {}
         date_times = attributes.get("date_times") or date_times
-        rows += [
-            ReportRow(result.get("groupings") or {}, result.get("statistics") or {})
-            for result in attributes.get("results") or []
-        ]
+        for result in attributes.get("results") or []:
+            groupings = result.get("groupings") or {}
+            statistics = {
+                name: _checked(value, name, groupings, path)
+                for name, value in (result.get("statistics") or {}).items()
+            }
+            rows.append(ReportRow(groupings, statistics))
     return rows, date_times
+
+
+def _checked(value: Any, name: str, groupings: dict[str, Any], path: str) -> Any:
+    """A statistic (a number, or a series array of numbers) with nulls as 0; raises on a non-number."""
+    if isinstance(value, list):
+        return [_number(item, name, groupings, path) for item in value]
+    return _number(value, name, groupings, path)
+
+
+def _number(value: Any, name: str, groupings: dict[str, Any], path: str) -> int | float:
+    if value is None:
+        return 0
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return value
+    where = ", ".join(f"{key}={groupings[key]}" for key in sorted(groupings))
+    raise KlaviyoDataError(
+        f"Klaviyo's report POST {path} gave statistic {name!r} the value {value!r} ({where}), which is "
+        "not a number; nothing was written for this file. Run again later, and report it to Klaviyo "
+        "if it persists.",
+        endpoint=f"POST {path}",
+    )

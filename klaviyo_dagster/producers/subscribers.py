@@ -1,6 +1,7 @@
 """subscribers.csv: one row per profile that can receive email marketing, streamed page by page.
 
-Plain Python, no Dagster. The dashboard parses this file, so the three headers (``required``,
+Plain Python, no Dagster. Every profile seen is either written or dropped for a reason the contract
+names, and the summary's reconciliation counts them. The dashboard parses this file, so the three headers (``required``,
 ``extended``, ``minimal``) and every column's format are a contract (``csv.md``, "subscribers.csv").
 
 A large account has millions of profiles, so the file is written as a stream: each page's rows go to
@@ -153,8 +154,14 @@ def write_subscribers_csv(client: KlaviyoClient, options: SyncOptions, out: Text
     to_row = ROW_MAPPERS[schema]
 
     def write(profile: Resource, rows: CsvWriter | CsvBlock) -> None:
-        if can_receive_email_marketing(profile):
-            rows.write_row(to_row(profile))
+        rows.tally["profiles_seen"] += 1
+        reason = drop_reason(profile)
+        if reason is not None:
+            rows.tally[f"dropped_{reason}"] += 1
+            return
+        if not has_marketing_subscription(profile):
+            rows.tally["kept_subscriptions_missing"] += 1
+        rows.write_row(to_row(profile))
 
     if options.audience_max_pages is None and schema not in PREDICTIVE_SCHEMAS:
         # Latency, not the rate limit, bounds a one-call-at-a-time scan here: fetch slices in parallel.
@@ -164,7 +171,21 @@ def write_subscribers_csv(client: KlaviyoClient, options: SyncOptions, out: Text
             for profile in page.data:
                 write(profile, writer)
     writer.close()
-    return writer.summary()
+    return writer.summary(_reconciliation(writer))
+
+
+def _reconciliation(writer: CsvWriter) -> dict[str, Any]:
+    """Profiles seen, written and dropped by reason (contracts/csv.md, "subscribers.csv"); seen
+    must equal written plus dropped, and every drop reason must be one the contract allows."""
+    tally = writer.tally
+    return {
+        "profiles_seen": tally["profiles_seen"],
+        "profiles_written": writer.rows,
+        "profiles_dropped": {
+            reason: tally[f"dropped_{reason}"] for reason in DROP_REASONS if tally[f"dropped_{reason}"]
+        },
+        "profiles_kept_subscriptions_missing": tally["kept_subscriptions_missing"],
+    }
 
 
 def profile_query(schema: AudienceSchema, page_size: int) -> dict[str, str]:
@@ -189,18 +210,36 @@ def _profile_pages(client: KlaviyoClient, options: SyncOptions) -> Iterator[Docu
     return islice(pages, options.audience_max_pages)
 
 
-def can_receive_email_marketing(profile: Resource) -> bool:
-    """The drop rule: keep a profile with an email that Klaviyo says can be emailed and that has no
-    suppression. ``NEVER_SUBSCRIBED`` profiles are kept (Klaviyo can still email them).
+# Why a profile is left out of subscribers.csv (contracts/csv.md, "subscribers.csv"), in the order
+# the rules are applied; a profile dropped for any other reason would be a bug.
+DROP_REASONS = ("no_email", "suppressed", "cannot_receive")
 
-    A missing ``can_receive_email_marketing`` counts as "cannot": the file promises profiles that
-    can receive email marketing, and an unknown is not a yes.
+
+def drop_reason(profile: Resource) -> str | None:
+    """Why the profile is not a subscriber, or None to keep it.
+
+    Dropped: no email; a non-empty email suppression list; ``can_receive_email_marketing`` false.
+    ``NEVER_SUBSCRIBED`` profiles are kept (Klaviyo can still email them). A profile whose
+    ``subscriptions`` (or its ``email.marketing`` part) is missing from the response is kept: we
+    cannot tell, so we do not hide it; it is counted apart.
     """
     if not attribute(profile, "email"):
-        return False
-    if attribute(profile, f"{EMAIL_MARKETING}.can_receive_email_marketing") is not True:
-        return False
-    return not attribute(profile, f"{EMAIL_MARKETING}.suppression")
+        return "no_email"
+    if attribute(profile, f"{EMAIL_MARKETING}.suppression"):
+        return "suppressed"
+    if attribute(profile, f"{EMAIL_MARKETING}.can_receive_email_marketing") is False:
+        return "cannot_receive"
+    return None
+
+
+def has_marketing_subscription(profile: Resource) -> bool:
+    """Whether Klaviyo said if the profile can receive email marketing (the object was returned)."""
+    return attribute(profile, f"{EMAIL_MARKETING}.can_receive_email_marketing") is not None
+
+
+def can_receive_email_marketing(profile: Resource) -> bool:
+    """The drop rule as a yes/no: True when ``drop_reason`` keeps the profile."""
+    return drop_reason(profile) is None
 
 
 # --- one mapping function per schema ----------------------------------------------------------------
@@ -275,22 +314,24 @@ ROW_MAPPERS: dict[str, Callable[[Resource], list[Any]]] = {
 # --- column helpers ---------------------------------------------------------------------------------
 
 
-def suppression_reasons(suppressions: Sequence[dict[str, Any]]) -> str | None:
-    """``["HARD_BOUNCE"]``: the reasons upper-cased, as a compact JSON array; None (empty) when none.
+def suppression_reasons(suppressions: Any) -> str:
+    """``["HARD_BOUNCE"]``: the reasons upper-cased, as a compact JSON array; ``[]`` when none.
 
-    With the drop rule in force a kept profile has no suppression, so this is empty in practice; it
-    is still mapped so the column stays right if the rule changes.
+    The dashboard's subscriber parser reads ``[]`` as "no suppression, can receive email" and an
+    empty field as "cannot" (contracts/csv.md, "subscribers.csv"), so "none" is always ``[]``.
     """
-    reasons = [str(entry.get("reason") or "").upper() for entry in suppressions if isinstance(entry, dict)]
-    return compact_json(reasons)
+    entries = suppressions if isinstance(suppressions, list) else []
+    reasons = [str(entry.get("reason") or "").upper() for entry in entries if isinstance(entry, dict)]
+    return json.dumps(reasons, separators=(",", ":"), ensure_ascii=False)
 
 
-def latest_suppression_timestamp(suppressions: Sequence[dict[str, Any]]) -> str | None:
+def latest_suppression_timestamp(suppressions: Any) -> str | None:
     """The most recent suppression's timestamp, exactly as Klaviyo wrote it.
 
     Compared as instants, not as text, so timestamps with different offsets order correctly.
     """
-    stamps = [entry.get("timestamp") for entry in suppressions if isinstance(entry, dict)]
+    entries = suppressions if isinstance(suppressions, list) else []
+    stamps = [entry.get("timestamp") for entry in entries if isinstance(entry, dict)]
     present = [stamp for stamp in stamps if stamp]
     return max(present, key=_instant_key, default=None)
 

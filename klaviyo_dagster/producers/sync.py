@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -17,12 +17,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
-from klaviyo_dagster.klaviyo.errors import KlaviyoError
-from klaviyo_dagster.producers.account import account_timezone, conversion_metric_id
+from klaviyo_dagster.klaviyo.errors import KlaviyoDataError, KlaviyoError
+from klaviyo_dagster.producers.account import AccountTimezone, account_timezone, conversion_metric_id
 from klaviyo_dagster.producers.campaigns import CAMPAIGNS_HEADER, write_campaigns_csv
 from klaviyo_dagster.producers.csvfile import CsvSummary, csv_line
 from klaviyo_dagster.producers.flows import FLOWS_HEADER, write_flows_csv
 from klaviyo_dagster.producers.options import SyncOptions
+from klaviyo_dagster.producers.reconcile import (
+    Verdict,
+    reconcile_campaigns,
+    reconcile_flows,
+    reconcile_subscribers,
+)
 from klaviyo_dagster.producers.subscribers import SUBSCRIBER_HEADERS, write_subscribers_csv
 from klaviyo_dagster.producers.window import Window
 
@@ -36,6 +42,7 @@ class CsvFile:
     failure: str
     write: Callable[[SyncSession, TextIO], CsvSummary]
     header: Callable[[SyncOptions], tuple[str, ...]]
+    reconcile: Callable[[Path, Mapping[str, Any]], Verdict]  # the written file against its summary
 
 
 class SyncFailed(Exception):
@@ -59,27 +66,37 @@ class SyncSession:
         self.partition_date = partition_date
 
     @cached_property
-    def timezone(self) -> str:
+    def timezone(self) -> AccountTimezone:
         return account_timezone(self.client)
 
     @cached_property
     def window(self) -> Window:
-        return Window.ending_on(self.partition_date, self.options.days, self.timezone)
+        return Window.ending_on(self.partition_date, self.options.days, self.timezone.name)
 
     @cached_property
     def metrics_window(self) -> Window:
-        return Window.ending_on(self.partition_date, self.options.campaign_metrics_days, self.timezone)
+        return Window.ending_on(self.partition_date, self.options.campaign_metrics_days, self.timezone.name)
 
     @cached_property
     def metric_id(self) -> str:
         return conversion_metric_id(self.client, self.options.conversion_metric_id)
 
     def write(self, file: CsvFile, out: TextIO) -> CsvSummary:
-        """Writes ``file`` to ``out``; Klaviyo failures become SyncFailed carrying Klaviyo's details."""
+        """Writes ``file`` to ``out``; every failure becomes SyncFailed, named for the file.
+
+        Klaviyo's failures carry Klaviyo's details. Anything else a producer raises (a response
+        shape no rule foresaw) is wrapped too, as a ``KlaviyoDataError`` naming the exception, so
+        no raw exception reaches Dagster and the file's failure name still says which file it was.
+        """
         try:
             return file.write(self, out)
         except KlaviyoError as exc:
             raise SyncFailed(file, exc) from exc
+        except Exception as exc:
+            unexpected = KlaviyoDataError(
+                f"unexpected {type(exc).__name__} while building {file.filename}: {exc}"
+            )
+            raise SyncFailed(file, unexpected) from exc
 
     def write_to_temp(self, file: CsvFile) -> tuple[Path, CsvSummary]:
         """Builds ``file`` into a new temporary file (streamed, never held in memory); caller owns it."""
@@ -100,6 +117,7 @@ FLOWS = CsvFile(
     "FlowSyncFailed",
     lambda s, out: write_flows_csv(s.client, s.options, s.window, s.metric_id, out),
     lambda options: FLOWS_HEADER,
+    reconcile_flows,
 )
 CAMPAIGNS = CsvFile(
     "campaigns",
@@ -107,6 +125,7 @@ CAMPAIGNS = CsvFile(
     "CampaignSyncFailed",
     lambda s, out: write_campaigns_csv(s.client, s.options, s.window, s.metrics_window, s.metric_id, out),
     lambda options: CAMPAIGNS_HEADER,
+    reconcile_campaigns,
 )
 SUBSCRIBERS = CsvFile(
     "subscribers",
@@ -114,6 +133,7 @@ SUBSCRIBERS = CsvFile(
     "AudienceSyncFailed",
     lambda s, out: write_subscribers_csv(s.client, s.options, out),
     lambda options: SUBSCRIBER_HEADERS[options.audience_schema],
+    reconcile_subscribers,
 )
 FILES = (FLOWS, CAMPAIGNS, SUBSCRIBERS)
 

@@ -71,12 +71,17 @@ def test_the_nightly_run_lands_a_snapshot_with_the_hand_worked_totals(
 def test_every_runbook_check_passes(tiny_store_env, instance, resources) -> None:
     result = run(instance, resources)
 
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    checks = {
+        (e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()
+    }
     assert checks == {
-        "upload_folder_has_three_files": True,
-        "upload_bound_to_account": True,
-        "one_snapshot_links_the_upload": True,
-        "derived_rows_exist": True,
+        ("snapshot", "upload_folder_has_three_files"): True,
+        ("snapshot", "upload_bound_to_account"): True,
+        ("snapshot", "one_snapshot_links_the_upload"): True,
+        ("snapshot", "derived_rows_exist"): True,
+        ("flows_csv", "reconciles_with_klaviyo"): True,
+        ("campaigns_csv", "reconciles_with_klaviyo"): True,
+        ("subscribers_csv", "reconciles_with_klaviyo"): True,
     }
 
 

@@ -30,7 +30,7 @@ def tiny_client(tiny_sim: SimulatorServer) -> Iterator[KlaviyoClient]:
 
 @pytest.fixture
 def tiny_window(tiny_sim: SimulatorServer, tiny_client: KlaviyoClient) -> Window:
-    window = Window.ending_on(PARTITION_DATE, DAYS, account_timezone(tiny_client))
+    window = Window.ending_on(PARTITION_DATE, DAYS, account_timezone(tiny_client).name)
     tiny_sim.reset()  # tests count the calls their producer makes, not the fixtures'
     return window
 

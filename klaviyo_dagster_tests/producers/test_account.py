@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
+from klaviyo_dagster.klaviyo.errors import KlaviyoAuthError, KlaviyoDataError, KlaviyoUnavailableError
 from klaviyo_dagster.producers.account import (
+    AccountTimezone,
     ConversionMetricNotFound,
     account_timezone,
     conversion_metric_id,
@@ -50,12 +52,74 @@ def test_a_store_without_placed_order_says_the_three_ways_to_fix_it(simulator_fa
     assert "integration" in message
 
 
-def test_the_timezone_is_the_accounts(tiny_client: KlaviyoClient) -> None:
-    assert account_timezone(tiny_client) == "America/New_York"
+class StoreWithTimezone(Account):
+    """An account whose ``GET /api/accounts`` reports ``REPORTED`` as its timezone."""
+
+    REPORTED = ""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.timezone = self.REPORTED
 
 
-def test_the_timezone_falls_back_to_utc_when_the_call_fails(simulator_factory, monkeypatch) -> None:
+class StoreWithoutTimezone(StoreWithTimezone):
+    REPORTED = ""
+
+
+class StoreInAnUnknownZone(StoreWithTimezone):
+    REPORTED = "Mars/Olympus_Mons"
+
+
+def _timezone_of(simulator_factory, monkeypatch, **config) -> AccountTimezone:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("KLAVIYO_ENABLE", "true")
-    sim = simulator_factory(faults={"get_accounts": FaultSpec(status=403)})
+    sim = simulator_factory(**config)
     with KlaviyoClient(DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY) as client:
-        assert account_timezone(client) == "UTC"
+        return account_timezone(client)
+
+
+def test_the_timezone_is_the_accounts(tiny_client: KlaviyoClient) -> None:
+    assert account_timezone(tiny_client) == AccountTimezone("America/New_York")
+
+
+def test_a_key_without_the_accounts_scope_falls_back_to_utc_and_says_so(
+    simulator_factory, monkeypatch
+) -> None:
+    found = _timezone_of(simulator_factory, monkeypatch, faults={"get_accounts": FaultSpec(status=403)})
+
+    assert found == AccountTimezone("UTC", "the key lacks the accounts:read scope (403)")
+    assert found.describe() == "UTC (fallback: the key lacks the accounts:read scope (403))"
+
+
+def test_a_missing_timezone_falls_back_to_utc_and_says_so(simulator_factory, monkeypatch) -> None:
+    found = _timezone_of(simulator_factory, monkeypatch, account_factory=StoreWithoutTimezone)
+
+    assert found == AccountTimezone("UTC", "GET /api/accounts returned no timezone")
+
+
+def test_one_failed_accounts_call_does_not_move_the_window_to_utc(simulator_factory, monkeypatch) -> None:
+    found = _timezone_of(simulator_factory, monkeypatch, faults={"get_accounts": FaultSpec(fail_first_n=1)})
+
+    assert found == AccountTimezone("America/New_York")
+
+
+def test_an_accounts_call_that_keeps_failing_fails_rather_than_guess_utc(
+    simulator_factory, monkeypatch
+) -> None:
+    with pytest.raises(KlaviyoUnavailableError, match="GET /api/accounts"):
+        _timezone_of(simulator_factory, monkeypatch, faults={"get_accounts": FaultSpec(status=503)})
+
+
+def test_a_wrong_key_is_an_auth_failure_not_a_utc_window(simulator_factory, monkeypatch) -> None:
+    monkeypatch.setenv("KLAVIYO_ENABLE", "true")
+    sim = simulator_factory()
+    with (
+        KlaviyoClient("pk_not_a_key_of_this_account", base_url=sim.base_url, retry=FAST_RETRY) as client,
+        pytest.raises(KlaviyoAuthError) as failure,
+    ):
+        account_timezone(client)
+    assert failure.value.status == 401
+
+
+def test_a_zone_this_machine_does_not_know_fails_with_its_name(simulator_factory, monkeypatch) -> None:
+    with pytest.raises(KlaviyoDataError, match="Mars/Olympus_Mons"):
+        _timezone_of(simulator_factory, monkeypatch, account_factory=StoreInAnUnknownZone)

@@ -32,6 +32,7 @@ from klaviyo_dagster.producers.options import SyncOptions
 from klaviyo_dagster.producers.subscribers import (
     SUBSCRIBER_HEADERS,
     can_receive_email_marketing,
+    drop_reason,
     latest_suppression_timestamp,
     required_row,
     suppression_reasons,
@@ -57,8 +58,9 @@ EXTENDED_HEADER = (
 MINIMAL_HEADER = "Email,Email Marketing Consent,Created At,Klaviyo ID,First Name,Last Name"
 
 REQUIRED_P0 = (
-    # Email, Klaviyo ID, First Name, Last Name, Consent, Suppressions (none), Suppressions Timestamp
-    'ana@example.com,01BH6J00000000000000000000,Ana,"O\'Brien, Jr.",SUBSCRIBED,,,'
+    # Email, Klaviyo ID, First Name, Last Name, Consent, Suppressions (none: [], which the dashboard
+    # reads as "can receive"), Suppressions Timestamp
+    'ana@example.com,01BH6J00000000000000000000,Ana,"O\'Brien, Jr.",SUBSCRIBED,[],,'
     # First Active (property "First Active"), Last Active, Profile Created On
     "2025-01-03T00:00:00+00:00,2026-03-05T08:00:00+00:00,2025-01-02T03:04:05+00:00,"
     # Last Open (property "last_open"), Last Click (none)
@@ -67,9 +69,9 @@ REQUIRED_P0 = (
     # average_days_between_orders, historic_clv, historic_number_of_orders, expected_date_of_next_order
     "200.5,80,1.25,40.166666666666664,45.5,120.5,3,2026-04-01T00:00:00+00:00"
 )
-REQUIRED_P2 = "never@example.com,01BH6J00000000000000000002,Zoë,Müller,NEVER_SUBSCRIBED,,,,,2025-05-05T05:05:05+00:00,,,,,,,,,,"
+REQUIRED_P2 = "never@example.com,01BH6J00000000000000000002,Zoë,Müller,NEVER_SUBSCRIBED,[],,,,2025-05-05T05:05:05+00:00,,,,,,,,,,"
 REQUIRED_P5 = (
-    'anne.marie@example.com,01BH6J00000000000000000005,"Anne\nMarie","Quote ""Q""",SUBSCRIBED,,,'
+    'anne.marie@example.com,01BH6J00000000000000000005,"Anne\nMarie","Quote ""Q""",SUBSCRIBED,[],,'
     # First Active (none), Last Active, Created, Last Open (none), Last Click (property "Last Click")
     ",2026-03-08T18:00:00+00:00,2025-07-07T07:07:07+00:00,,2026-03-08T18:00:00+00:00,"
     ",,,,,,,"  # nothing predicted
@@ -204,7 +206,13 @@ def test_extended_golden_synthetic_parts_match_the_generator(sim: SimulatorServe
 def test_summary_counts_data_rows_and_previews_header_plus_two_records(client: KlaviyoClient) -> None:
     _, summary = build(client, audience_schema="required")
 
-    assert summary == CsvSummary(3, (REQUIRED_HEADER, REQUIRED_P0, REQUIRED_P2))
+    assert (summary.rows, summary.preview) == (3, (REQUIRED_HEADER, REQUIRED_P0, REQUIRED_P2))
+    assert summary.reconciliation == {
+        "profiles_seen": 6,
+        "profiles_written": 3,
+        "profiles_dropped": {"no_email": 1, "suppressed": 1, "cannot_receive": 1},
+        "profiles_kept_subscriptions_missing": 0,
+    }
 
 
 def test_rows_count_records_not_physical_lines(client: KlaviyoClient) -> None:
@@ -223,7 +231,8 @@ def test_max_pages_zero_is_header_only_without_any_call(client: KlaviyoClient, s
     text, summary = build(client, audience_max_pages=0)
 
     assert text == REQUIRED_HEADER + "\n"
-    assert summary == CsvSummary(0, (REQUIRED_HEADER,))
+    assert (summary.rows, summary.preview) == (0, (REQUIRED_HEADER,))
+    assert summary.reconciliation["profiles_seen"] == 0
     assert sim.requests == []
 
 
@@ -412,25 +421,29 @@ def profile(**attributes: object) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("resource", "kept"),
+    ("resource", "reason"),
     [
-        (profile(), True),
-        (profile(marketing={"consent": "NEVER_SUBSCRIBED"}), True),
-        (profile(email=None), False),
-        (profile(email=""), False),
-        (profile(marketing={"can_receive_email_marketing": False}), False),
-        (profile(marketing={"can_receive_email_marketing": None}), False),
+        (profile(), None),
+        (profile(marketing={"consent": "NEVER_SUBSCRIBED"}), None),
+        (profile(email=None), "no_email"),
+        (profile(email=""), "no_email"),
+        (profile(marketing={"can_receive_email_marketing": False}), "cannot_receive"),
+        # Klaviyo did not say: kept (counted as doubtful), never hidden.
+        (profile(marketing={"can_receive_email_marketing": None}), None),
         (
             profile(
                 marketing={"suppression": [{"reason": "HARD_BOUNCE", "timestamp": "2025-01-01T00:00:00Z"}]}
             ),
-            False,
+            "suppressed",
         ),
-        ({"type": "profile", "id": "P", "attributes": {"email": "x@example.com"}}, False),
+        # Profiles returned without a `subscriptions` object (seen on real accounts): kept.
+        ({"type": "profile", "id": "P", "attributes": {"email": "x@example.com"}}, None),
+        ({"type": "profile", "id": "P", "attributes": {"email": "x@example.com", "subscriptions": None}}, None),
     ],
 )
-def test_drop_rule(resource: dict, kept: bool) -> None:
-    assert can_receive_email_marketing(resource) is kept
+def test_drop_rule(resource: dict, reason: str | None) -> None:
+    assert drop_reason(resource) == reason
+    assert can_receive_email_marketing(resource) is (reason is None)
 
 
 def test_suppressions_are_upper_case_reasons_and_the_latest_instant() -> None:
@@ -442,7 +455,8 @@ def test_suppressions_are_upper_case_reasons_and_the_latest_instant() -> None:
 
     assert suppression_reasons(suppressions) == '["HARD_BOUNCE","SPAM_COMPLAINT","USER_SUPPRESSED"]'
     assert latest_suppression_timestamp(suppressions) == "2025-06-01T10:00:00-05:00"
-    assert suppression_reasons([]) is None
+    assert suppression_reasons([]) == "[]"  # the dashboard reads an empty field as "cannot receive"
+    assert suppression_reasons(None) == "[]"
     assert latest_suppression_timestamp([]) is None
 
 

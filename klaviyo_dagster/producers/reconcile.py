@@ -1,0 +1,142 @@
+"""Reconciliation: what Klaviyo reported is what we wrote (contracts/csv.md, "Reconciliation").
+
+Each producer's summary records what Klaviyo returned and what the file left out, by reason. This
+module checks a *written file* against that record, reading the file back rather than trusting the
+writer's own counters:
+- flows.csv and campaigns.csv: the file's delivered and revenue columns add up to the report's
+  totals over the rows the file writes, and every left-out report row (or campaign) has a reason the
+  contract allows;
+- subscribers.csv: the file holds as many records as were written, every profile seen was written
+  or dropped, and every drop has a reason the contract allows.
+
+Plain Python, no Dagster: ``defs/assets.py`` turns a ``Verdict`` into a blocking asset check.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from klaviyo_dagster.producers.campaigns import ALLOWED_CAMPAIGNS_LEFT_OUT, ALLOWED_REPORT_ROWS_LEFT_OUT
+from klaviyo_dagster.producers.csvfile import READ_FIELD_SIZE_LIMIT
+from klaviyo_dagster.producers.flows import ALLOWED_LEFT_OUT as ALLOWED_FLOW_ROWS_LEFT_OUT
+from klaviyo_dagster.producers.subscribers import DROP_REASONS
+
+# Revenue is summed from the report and from the file in different orders: allow float noise only.
+_REVENUE_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a file reconciles with what Klaviyo returned, the problems found, and the figures."""
+
+    passed: bool
+    problems: tuple[str, ...] = ()
+    figures: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return "reconciles with Klaviyo's report" if self.passed else "; ".join(self.problems)
+
+
+def reconcile_flows(path: Path, reconciliation: Mapping[str, Any]) -> Verdict:
+    """flows.csv against its flow-series report: Delivered and Revenue totals, left-out reasons."""
+    return _reconcile_report_totals(
+        path,
+        reconciliation,
+        delivered_column="Delivered",
+        allowed_left_out=ALLOWED_FLOW_ROWS_LEFT_OUT,
+    )
+
+
+def reconcile_campaigns(path: Path, reconciliation: Mapping[str, Any]) -> Verdict:
+    """campaigns.csv against its values reports and campaign list: totals and left-out reasons."""
+    verdict = _reconcile_report_totals(
+        path,
+        reconciliation,
+        delivered_column="Successful Deliveries",
+        allowed_left_out=ALLOWED_REPORT_ROWS_LEFT_OUT,
+    )
+    problems = list(verdict.problems)
+    problems += _unexpected_reasons(
+        "campaigns left out", reconciliation.get("campaigns_left_out", {}), ALLOWED_CAMPAIGNS_LEFT_OUT
+    )
+    return Verdict(not problems, tuple(problems), verdict.figures)
+
+
+def reconcile_subscribers(path: Path, reconciliation: Mapping[str, Any]) -> Verdict:
+    """subscribers.csv against the profiles seen: records in the file, written + dropped = seen."""
+    records = sum(1 for _ in _records(path))
+    seen = reconciliation.get("profiles_seen", 0)
+    written = reconciliation.get("profiles_written", 0)
+    dropped = reconciliation.get("profiles_dropped", {})
+    problems = []
+    if records != written:
+        problems.append(f"the file holds {records} records but {written} were written")
+    if seen != written + sum(dropped.values()):
+        problems.append(
+            f"{seen} profiles seen but {written} written and {sum(dropped.values())} dropped: "
+            f"{seen - written - sum(dropped.values())} unaccounted for"
+        )
+    problems += _unexpected_reasons("profiles dropped", dropped, DROP_REASONS)
+    figures = {"file_records": records, "profiles_seen": seen, "profiles_written": written, **dropped}
+    return Verdict(not problems, tuple(problems), figures)
+
+
+def _reconcile_report_totals(
+    path: Path,
+    reconciliation: Mapping[str, Any],
+    *,
+    delivered_column: str,
+    allowed_left_out: frozenset[str] | tuple[str, ...],
+) -> Verdict:
+    file_delivered = file_revenue = 0.0
+    for record in _records(path):
+        file_delivered += float(record[delivered_column] or 0)
+        file_revenue += float(record["Revenue"] or 0)
+    report_delivered = float(reconciliation.get("report_delivered", 0))
+    report_revenue = float(reconciliation.get("report_revenue", 0))
+    problems = []
+    if file_delivered != report_delivered:
+        problems.append(
+            f"the report's delivered total is {report_delivered:g} but the file's {delivered_column} "
+            f"adds up to {file_delivered:g}"
+        )
+    if not math.isclose(file_revenue, report_revenue, abs_tol=_REVENUE_TOLERANCE):
+        problems.append(
+            f"the report's revenue total is {report_revenue:.2f} but the file's Revenue adds up to "
+            f"{file_revenue:.2f}"
+        )
+    outside = reconciliation.get("report_days_outside_window") or []
+    if outside:
+        problems.append(f"the report returned days outside the window: {', '.join(outside)}")
+    problems += _unexpected_reasons(
+        "report rows left out", reconciliation.get("report_rows_left_out", {}), allowed_left_out
+    )
+    figures = {
+        "report_delivered": report_delivered,
+        "file_delivered": file_delivered,
+        "report_revenue": round(report_revenue, 2),
+        "file_revenue": round(file_revenue, 2),
+    }
+    return Verdict(not problems, tuple(problems), figures)
+
+
+def _unexpected_reasons(
+    what: str, counts: Mapping[str, int], allowed: frozenset[str] | tuple[str, ...]
+) -> list[str]:
+    unexpected = {reason: count for reason, count in counts.items() if reason not in allowed and count}
+    if not unexpected:
+        return []
+    listed = ", ".join(f"{count} for {reason!r}" for reason, count in sorted(unexpected.items()))
+    return [f"{what} for a reason the contract does not allow: {listed}"]
+
+
+def _records(path: Path) -> Iterator[dict[str, str]]:
+    """The file's data records, streamed (a subscribers file can be hundreds of MB)."""
+    csv.field_size_limit(READ_FIELD_SIZE_LIMIT)
+    with path.open(encoding="utf-8", newline="") as text:
+        yield from csv.DictReader(text)
