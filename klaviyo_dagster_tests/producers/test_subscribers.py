@@ -438,7 +438,10 @@ def profile(**attributes: object) -> dict:
         ),
         # Profiles returned without a `subscriptions` object (seen on real accounts): kept.
         ({"type": "profile", "id": "P", "attributes": {"email": "x@example.com"}}, None),
-        ({"type": "profile", "id": "P", "attributes": {"email": "x@example.com", "subscriptions": None}}, None),
+        (
+            {"type": "profile", "id": "P", "attributes": {"email": "x@example.com", "subscriptions": None}},
+            None,
+        ),
     ],
 )
 def test_drop_rule(resource: dict, reason: str | None) -> None:
