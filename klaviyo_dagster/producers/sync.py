@@ -94,7 +94,9 @@ class SyncSession:
             raise SyncFailed(file, exc) from exc
         except Exception as exc:
             unexpected = KlaviyoDataError(
-                f"unexpected {type(exc).__name__} while building {file.filename}: {exc}"
+                f"a Klaviyo response had a shape {file.filename} cannot be built from "
+                f"({type(exc).__name__}: {exc}); nothing was written. If it persists, report it with "
+                "this run's logs"
             )
             raise SyncFailed(file, unexpected) from exc
 

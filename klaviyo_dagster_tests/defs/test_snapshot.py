@@ -71,9 +71,7 @@ def test_the_nightly_run_lands_a_snapshot_with_the_hand_worked_totals(
 def test_every_runbook_check_passes(tiny_store_env, instance, resources) -> None:
     result = run(instance, resources)
 
-    checks = {
-        (e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()
-    }
+    checks = {(e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {
         ("snapshot", "upload_folder_has_three_files"): True,
         ("snapshot", "upload_bound_to_account"): True,

@@ -249,7 +249,7 @@ def test_rate_only_columns_round_like_javascript_math_round() -> None:
 
 
 def test_a_count_just_under_a_half_rounds_down_as_the_dashboard_does() -> None:
-    # 49 × 0.01020408163265306 is 0.49999999999999994 in doubles: Math.round gives 0, while
+    # 49 * 0.01020408163265306 is 0.49999999999999994 in doubles: Math.round gives 0, while
     # floor(x + 0.5) gave 1 (the sum rounds up to exactly 1.0).
     days = daily_totals(
         flows({"Day": "2026-03-07", "Delivered": 49, "Unsub Rate": 0.01020408163265306}), no_campaigns()
