@@ -15,7 +15,8 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -160,7 +161,7 @@ class SimulatorState:
         anchor = config.anchor or datetime.now(UTC).date()
         factory = config.account_factory or Account
         accounts = {
-            key: factory(config.seed, i, config.profiles, config.flows, anchor, config.timezone)
+            key: factory(config.seed, i, config.profiles, config.flows, anchor, config.timezone_for(i))
             for i, key in enumerate(config.api_keys)
         }
         return cls(
@@ -367,7 +368,7 @@ def get_flow_action_messages(call: Call) -> dict[str, Any]:
     action = call.account.actions_by_id.get(call.path_id or "")
     if action is None:
         raise _not_found("flow action", call.path_id)
-    items = [(res.message_record(action.message), action.message)] if action.message else []
+    items = [(res.message_record(m), m) for m in action.messages]  # experiments: main + variations
     return _finish(
         call, paginate(call, items, conditions, lambda m: res.message_resource(call.base, m, False)), None
     )
@@ -466,33 +467,15 @@ def get_segment(call: Call) -> dict[str, Any]:
 
 
 def get_profiles(call: Call) -> dict[str, Any]:
-    """Profiles are never materialised: ``created`` bounds become an index range by binary search."""
+    """Profiles are never materialised: a page reads only the profiles it returns.
+
+    Filters become index sets and sorts a per-account cached order (``_profile_sequence``), so any
+    sort and filter the spec allows costs about what a page in the default order costs.
+    """
     conditions = validate_query(call)
     account = call.account
-    lo, hi = 0, account.profile_count
-    rest = []
-    explicit: list[int] | None = None
-    for cond in conditions:
-        if cond.field == "created":
-            if cond.operator == "greater-than":
-                lo = max(lo, account.first_profile_created_after(cond.value, strict=True))
-            else:
-                hi = min(hi, account.first_profile_created_after(cond.value, strict=False))
-        elif cond.field == "id" and cond.operator in ("equals", "any"):
-            wanted = cond.value if isinstance(cond.value, list) else [cond.value]
-            found = {account.profile_index(v) for v in wanted} - {None}
-            explicit = sorted(i for i in found if i is not None and (explicit is None or i in explicit))
-        else:
-            rest.append(cond)
-    sort = call.query.get("sort", "id")
-    sequence: Any = range(lo, max(lo, hi))
-    if explicit is not None:
-        sequence = [i for i in explicit if lo <= i < hi]
-    if sort.lstrip("-") not in ("id", "created"):
-        key = sort.lstrip("-")
-        sequence = sorted(sequence, key=lambda i: (str(_profile_value(account, i, key) or ""), i))
-    if sort.startswith("-"):
-        sequence = sequence[::-1]
+    sequence = _profile_sequence(account, conditions, call.query.get("sort", "id"))
+    checked = [c for c in conditions if c.field != "created"]  # created bounds are exact
     size = int(call.query.get("page[size]", 20))
     position = call.offset()
     additional = set(call.values("additional-fields[profile]") or [])
@@ -505,7 +488,7 @@ def get_profiles(call: Call) -> dict[str, Any]:
         scanned += 1
         attrs = account.profile(index)
         pid = account.profile_id(index)
-        if rest and not filters.matches_all(rest, res.profile_record(pid, attrs)):
+        if checked and not filters.matches_all(checked, res.profile_record(pid, attrs)):
             continue
         data.append(res.profile_resource(call.base, pid, attrs, additional, fields))
     links: dict[str, Any] = {"self": call.self_link(), "next": None, "prev": None}
@@ -517,9 +500,104 @@ def get_profiles(call: Call) -> dict[str, Any]:
     return doc
 
 
-def _profile_value(account: Account, index: int, key: str) -> Any:
-    record = res.profile_record(account.profile_id(index), account.profile(index))
-    return record.get(key)
+# The get_profiles filter fields (x-klaviyo-filters) whose matches can be read off a value (an id,
+# the generator's email/phone/external id formats) or off a sort column (date-time comparisons).
+_PROFILE_VALUE_FIELDS = ("id", "email", "phone_number", "external_id")
+_SUPPRESSION = "subscriptions.email.marketing.suppression."
+_LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions."
+SMALL_CANDIDATE_SET = 10_000  # sorted by computing each one's key rather than through the column
+
+
+class _Reversed(Sequence[int]):
+    """A reversed view of an index sequence (a descending sort) without copying it."""
+
+    def __init__(self, items: Sequence[int]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: Any) -> Any:
+        if isinstance(position, slice):
+            raise TypeError("_Reversed supports integer positions only")
+        return self.items[len(self.items) - 1 - position]
+
+
+def _profile_sequence(account: Account, conditions: list[filters.Condition], sort: str) -> Sequence[int]:
+    """The profile indices a query returns, in its order (a cursor's offset is a position in it).
+
+    ``created`` bounds are an index range (binary search); the other filters and a sort other than
+    id/created are computed once per (account, query) and cached (``Account.remember_profile_query``).
+    """
+    field_name = sort.lstrip("-")
+    lo, hi = 0, account.profile_count
+    for cond in conditions:
+        if cond.field == "created" and cond.operator == "greater-than":
+            lo = max(lo, account.first_profile_created_after(cond.value, strict=True))
+        elif cond.field == "created":
+            hi = min(hi, account.first_profile_created_after(cond.value, strict=False))
+    narrowing = [c for c in conditions if c.field != "created"]
+    ordered: Sequence[int]
+    if not narrowing and field_name in ("id", "created"):
+        ordered = range(lo, max(lo, hi))
+    else:
+        key = (field_name, lo, hi, tuple(_condition_key(c) for c in narrowing))
+        ordered = account.remember_profile_query(
+            key, lambda: _ordered_indices(account, narrowing, field_name, lo, hi)
+        )
+    if not sort.startswith("-"):
+        return ordered
+    return ordered[::-1] if isinstance(ordered, range) else _Reversed(ordered)
+
+
+def _condition_key(cond: filters.Condition) -> tuple[Any, ...]:
+    value = tuple(cond.value) if isinstance(cond.value, list) else cond.value
+    return (cond.operator, cond.field, value)
+
+
+def _ordered_indices(
+    account: Account, narrowing: list[filters.Condition], field_name: str, lo: int, hi: int
+) -> Sequence[int]:
+    """Indices in [lo, hi) that may match ``narrowing``, ordered by ``field_name`` (then index)."""
+    candidates: set[int] | None = None
+    for cond in narrowing:
+        found = _matching_indices(account, cond)
+        if found is not None:
+            inside = {i for i in found if lo <= i < hi}
+            candidates = inside if candidates is None else candidates & inside
+    if field_name in ("id", "created"):
+        return range(lo, max(lo, hi)) if candidates is None else array("I", sorted(candidates))
+    if candidates is not None and len(candidates) <= SMALL_CANDIDATE_SET:
+        return array("I", sorted(candidates, key=lambda i: account.profile_order_key(i, field_name)))
+    order = account.profile_column(field_name).order
+    if candidates is None:
+        if lo == 0 and hi >= account.profile_count:
+            return order
+        return array("I", (i for i in order if lo <= i < hi))
+    return array("I", (i for i in order if i in candidates))
+
+
+def _matching_indices(account: Account, cond: filters.Condition) -> list[int] | None:
+    """A superset of the indices matching ``cond`` (each is checked again), or None: any index may."""
+    if cond.field in _PROFILE_VALUE_FIELDS:
+        found: list[int] = []
+        for value in cond.value if isinstance(cond.value, list) else [cond.value]:
+            indices = account.profile_indices_with(cond.field, value)
+            if indices is None:
+                return None
+            found += indices
+        return found
+    if cond.field in ("updated", _SUPPRESSION + "timestamp", _LIST_SUPPRESSION + "timestamp"):
+        return account.profile_column(cond.field).where(cond.operator, cond.value)
+    if cond.field == _SUPPRESSION + "reason":
+        return list(account.profile_suppression_reasons().get(cond.value, []))
+    if cond.field.startswith(_LIST_SUPPRESSION):
+        # Only a profile with a list suppression has a reason or list id: those have a timestamp.
+        column = account.profile_column(_LIST_SUPPRESSION + "timestamp")
+        return sorted(column.order[column.missing :])
+    if cond.field == "_kx":
+        return []  # the simulator's profiles carry no _kx tracking value
+    return None
 
 
 def report(call: Call) -> dict[str, Any]:
@@ -582,7 +660,13 @@ HANDLERS: dict[str, Callable[[Call], dict[str, Any]]] = {
 
 
 def _json_response(status: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    """A JSON:API response; always valid UTF-8, even for text holding half an emoji.
+
+    A lone UTF-16 surrogate (e.g. "\\ud83d") has no UTF-8 form; ``backslashreplace`` writes it as
+    the six characters ``\\ud83d``, which inside a JSON string is exactly the JSON escape Klaviyo
+    sends. Lone surrogates only occur inside strings, so nothing else is touched.
+    """
+    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace")
     return Response(body, status_code=status, headers=headers, media_type=JSON_API)
 
 

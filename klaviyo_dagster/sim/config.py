@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from klaviyo_dagster.sim.data import TIMEZONE_BY_SEED, resolve_timezone
 from klaviyo_dagster.sim.faults import FaultSpec
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ class SimConfig:
     # group (operationId or e.g. "get_profiles[predictive_analytics]") -> {burst|steady|daily: limit}
     rate_limit_overrides: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     faults: Mapping[str, FaultSpec] = field(default_factory=dict)
-    timezone: str = "America/New_York"
+    # The accounts' IANA zone. None (or "by-seed") lets the seed choose one per account from
+    # data.TIMEZONES: west and east of UTC, half-hour and 45-minute offsets, DST both ways.
+    timezone: str | None = "America/New_York"
     # The account's "today". None = the current UTC date when the server starts; pass a date for
     # data that is byte-identical across days.
     anchor: date | None = None
@@ -44,6 +47,14 @@ class SimConfig:
             raise ValueError("time_scale must be > 0")
         if not self.api_keys:
             raise ValueError("at least one api key is required")
+
+    @property
+    def timezone_by_seed(self) -> bool:
+        return self.timezone in (None, TIMEZONE_BY_SEED)
+
+    def timezone_for(self, index: int) -> str:
+        """The zone of account ``index`` (the explicit ``timezone``, else the seed's choice)."""
+        return resolve_timezone(self.timezone, self.seed, index)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,18 @@ instances (sha512-based, so independent of ``PYTHONHASHSEED``): the same config 
 same account, byte for byte. The small collections (flows, campaigns, metrics, ...) are built
 eagerly; profiles are computed lazily from their index, so a 5M-profile account costs nothing until
 a page is read. Report activity (what a message did on a given day) is also computed on demand.
+
+The account is as varied as the spec and real accounts (each kind below is in every account with a
+few live flows and ~50 profiles, at seed-chosen places, so ordinary tests exercise them):
+
+- flow definitions use every action type of the spec's ``FlowDefinition.actions`` (``FLOW_ACTION_TYPES``):
+  A/B tests whose main action and variations are emails, emails behind boolean and multi-branch
+  splits, SMS / push / WhatsApp sends with their own report activity;
+- messages that are in reports but no longer in any definition (``Flow.removed_messages``);
+- campaigns of every status of the spec's campaign ``status`` enum (``CAMPAIGN_STATUSES``);
+- profiles without optional objects (``Account.profile_quirks``), names with half an emoji,
+  right-to-left text, control characters and formula-like text (``ODD_TEXTS``);
+- timezones with half-hour and 45-minute offsets and DST (``TIMEZONES``, ``timezone_for``).
 """
 
 from __future__ import annotations
@@ -12,7 +24,12 @@ from __future__ import annotations
 import bisect
 import json
 import random
+import re
+import threading
 import zlib
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cached_property, lru_cache
@@ -221,11 +238,194 @@ SEGMENT_NAMES = (
 )
 SUPPRESSION_REASONS = ("HARD_BOUNCE", "USER_SUPPRESSED", "UNSUBSCRIBE", "SPAM_COMPLAINT", "INVALID_EMAIL")
 
+# Text that breaks naive consumers, by kind. Every kind appears in flow names, flow message names
+# and subjects, campaign names and subjects, tag and list names, and profile first/last names.
+# "lone-surrogate" is half an emoji (a UTF-16 surrogate without its partner): it can only travel as
+# the JSON escape "\ud83d", never as UTF-8 bytes.
+ODD_TEXTS: dict[str, tuple[str, ...]] = {
+    "lone-surrogate": ("Sale \ud83d", "\ud83d Deals", "Thumbs \udc4d up", "Zo\ud83d"),
+    "right-to-left": ("تخفيضات الصيف", "מבצע קיץ", "عرض \u202bخاص\u202c 50%", "שלום, עולם"),  # noqa: RUF001
+    "control": (
+        "Null\x00byte",
+        "Bell\x07ring",
+        "Tab\tseparated",
+        "Carriage\rreturn",
+        "Line\nfeed",
+        "Zero\u200bwidth",
+    ),
+    "formula": ("=SUM(A1)", "+1-555", "@cmd", "-2+3"),
+}
+ODD_KINDS = tuple(ODD_TEXTS)
+
+# Account timezones a seed can choose (SimConfig(timezone=None)): west and east of UTC, half-hour
+# (Kolkata, St John's, Adelaide) and 45-minute (Kathmandu, Chatham) offsets, and DST both ways.
+TIMEZONES = (
+    "America/Los_Angeles",
+    "America/New_York",
+    "UTC",
+    "Europe/London",
+    "Pacific/Auckland",
+    "Asia/Kolkata",
+    "America/St_Johns",
+    "Asia/Kathmandu",
+    "Australia/Adelaide",
+    "Pacific/Chatham",
+)
+TIMEZONE_BY_SEED = "by-seed"
+
+# The spec's FlowDefinition.actions oneOf, by each member's `type` enum.
+FLOW_ACTION_TYPES = (
+    "action-output-split",  # ActionOutputSplitAction
+    "back-in-stock-delay",  # BackInStockDelayAction
+    "conditional-split",  # ConditionalBranchAction
+    "content-experiment",  # ContentExperimentAction
+    "send-email",  # SendEmailAction
+    "send-mobile-push",  # SendPushNotificationAction
+    "send-sms",  # SendSmsAction
+    "send-webhook",  # SendWebhookAction
+    "send-internal-alert",  # SendInternalAlertAction
+    "send-whatsapp",  # SendWhatsAppAction
+    "time-delay",  # TimeDelayAction
+    "trigger-split",  # TriggerBranchAction
+    "update-profile",  # UpdateProfileAction
+    "target-date",  # TargetDateAction
+    "countdown-delay",  # CountdownDelayAction
+    "ab-test",  # AbTestAction
+    "internal-service",  # InternalServiceAction
+    "code",  # CodeAction
+    "multi-branch-split",  # MultiBranchSplitAction
+    "list-update",  # ListUpdateAction
+)
+# Send actions and the channel of their message. The four report channels are the reports'
+# `send_channel` values (FlowSeriesRequestDTO filter: email, sms, push-notification, whatsapp);
+# webhooks and internal alerts are flow messages (FlowWebhook, FlowInternalAlert) without reports.
+SEND_ACTION_CHANNELS = {
+    "send-email": "email",
+    "send-sms": "sms",
+    "send-mobile-push": "push-notification",
+    "send-whatsapp": "whatsapp",
+    "send-webhook": "webhook",
+    "send-internal-alert": "internal-alert",
+}
+CHANNEL_SEND_ACTIONS = {channel: kind for kind, channel in SEND_ACTION_CHANNELS.items()}
+REPORT_CHANNELS = ("email", "sms", "push-notification", "whatsapp")
+# Actions whose links are BooleanBranchLinks (next_if_true / next_if_false).
+BOOLEAN_SPLITS = ("conditional-split", "trigger-split", "action-output-split")
+# Experiments and the channels their main action and variations may use (AbTestAction.data:
+# SendEmailAction | SendSmsAction; ContentExperimentAction.data: push | WhatsApp).
+EXPERIMENT_CHANNELS = {"ab-test": ("email", "sms"), "content-experiment": ("push-notification", "whatsapp")}
+DELAY_TYPES = ("time-delay", "countdown-delay", "target-date", "back-in-stock-delay")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+# What every account's live flows contain at least once (see Account._flow_features).
+FLOW_FEATURES = (
+    *FLOW_ACTION_TYPES,
+    "ab-test:sms",  # an A/B test of SMS messages
+    "email-behind-split",  # an email reachable only through a boolean split's false branch
+    "email-behind-branches",  # emails in the branches of a multi-branch split
+    "removed:deleted",  # an email deleted from the definition that sent until recently
+    "removed:variation-ended",  # an A/B test email variation that ended recently
+    *(f"odd-flow-name:{kind}" for kind in ODD_KINDS),
+    *(f"odd-message-name:{kind}" for kind in ODD_KINDS),
+)
+STRUCTURAL_FEATURES = frozenset(
+    {*FLOW_ACTION_TYPES, "ab-test:sms", "email-behind-split", "email-behind-branches"}
+)
+
+# The spec's campaign `status` enum (CampaignResponseObjectResource.attributes.status), and the
+# statuses of a campaign that has sent (the others have no send_time and no report activity).
+CAMPAIGN_STATUSES = (
+    "Adding Recipients",
+    "Cancelled",
+    "Cancelled: Account Disabled",
+    "Cancelled: Billing Limit",
+    "Cancelled: Internal Error",
+    "Cancelled: Misconfigured",
+    "Cancelled: No Recipients",
+    "Cancelled: Smart Sending",
+    "Draft",
+    "Preparing to schedule",
+    "Preparing to send",
+    "Queued without Recipients",
+    "Scheduled",
+    "Sending",
+    "Sending Segments",
+    "Sent",
+    "Unknown",
+    "Variations Sent",
+)
+SENT_CAMPAIGN_STATUSES = ("Sent", "Variations Sent", "Sending", "Sending Segments")
+# Not sent, but scheduled by a user at some point: their scheduled_at is set.
+SCHEDULED_CAMPAIGN_STATUSES = frozenset(
+    {
+        "Scheduled",
+        "Queued without Recipients",
+        "Preparing to send",
+        "Preparing to schedule",
+        "Adding Recipients",
+    }
+    | {s for s in CAMPAIGN_STATUSES if s.startswith("Cancelled")}
+)
+
+# What a profile may lack or hold oddly, all valid against the spec's profile response: every
+# attribute is optional, `properties` is a nullable object, ProfileLocation's fields are nullable and
+# its latitude/longitude may be strings. (`subscriptions`, `predictive_analytics` and `location` are
+# $refs, whose `nullable` sibling OpenAPI 3.0 ignores, so they are left out rather than null.)
+# Real accounts omit `subscriptions` and `predictive_analytics` for some profiles even when the
+# additional field was asked for.
+PROFILE_QUIRKS = (
+    "subscriptions-missing",
+    "predictive-analytics-missing",
+    "properties-empty",
+    "properties-null",
+    "properties-null-values",
+    "location-missing",
+    "location-empty",
+    "location-all-null",
+    "location-text-coordinates",
+    *(f"name-{kind}" for kind in ODD_KINDS),
+)
+# Each quirk falls on one seed-chosen index of every PROFILE_QUIRK_PERIOD consecutive profiles, never
+# on the first PLAIN_PROFILES (hand-made stores build on those: tests/producers/tiny_store.py).
+PROFILE_QUIRK_PERIOD = 40
+PLAIN_PROFILES = 8
+# The get_profiles `sort` fields besides id/created (spec enum), in the order Klaviyo sorts them.
+PROFILE_SORT_FIELDS = (
+    "email",
+    "updated",
+    "subscriptions.email.marketing.suppression.timestamp",
+    "subscriptions.email.marketing.list_suppressions.timestamp",
+)
+SUPPRESSION_REASON = "subscriptions.email.marketing.suppression.reason"
+_LIST_SUPPRESSIONS = "subscriptions.email.marketing.list_suppressions."
+PROFILE_QUERY_CACHE = 16  # profile index sequences kept per account (one per filter + sort)
+
 PROFILE_SPAN_DAYS = 4 * 365  # profiles are created over the four years before the anchor
 PROFILES_PER_SECOND = 3  # consecutive profiles share a creation second: boundary behaviour is testable
 CAMPAIGN_MONTHS = 13
 CAMPAIGNS_PER_MONTH = 26
 CAMPAIGN_ACTIVITY_DAYS = 10
+RECENT_DAYS = 6  # "recent": inside a typical 7-day window that ends yesterday
+
+
+def timezone_for(seed: int, index: int) -> str:
+    """The zone a seed chooses for account ``index`` (every zone of TIMEZONES over 10 seeds)."""
+    return TIMEZONES[(seed + index) % len(TIMEZONES)]
+
+
+def resolve_timezone(timezone: str | None, seed: int, index: int) -> str:
+    """An explicit zone as is; None or ``"by-seed"`` → the zone the seed chooses."""
+    return timezone_for(seed, index) if timezone in (None, TIMEZONE_BY_SEED) else timezone
+
+
+def odd_text(kind: str, rng: random.Random) -> str:
+    return rng.choice(ODD_TEXTS[kind])
+
+
+def with_odd(base: str, kind: str, rng: random.Random) -> str:
+    """``base`` with odd text of ``kind``; formula-like text leads, so it is what a spreadsheet sees."""
+    text = odd_text(kind, rng)
+    return f"{text} {base}" if kind == "formula" else f"{base} {text}"
 
 
 @dataclass
@@ -268,30 +468,72 @@ class Activity:
 
 @dataclass
 class Message:
-    """A flow message (one per send action)."""
+    """A flow message: what a send action (or an experiment's main action or variation) sends.
+
+    ``channel`` is a report ``send_channel`` (email, sms, push-notification, whatsapp) or, for
+    messages without report activity, ``webhook`` / ``internal-alert``.
+    """
 
     id: str
-    action_id: str
+    action_id: str  # the action that holds it (for a variation: the ab-test/content-experiment action)
     flow_id: str
-    channel: str  # email | sms
+    channel: str
     name: str
     subject: str
-    created: datetime
+    created: datetime  # activity starts on this local day
     updated: datetime
     volume: int  # typical daily recipients
+    variation_of: str | None = None  # the main message's id when this is an experiment's variation
+    removed: str | None = None  # None: in the definition; "deleted" | "variation-ended": reports only
+    active_until: date | None = None  # the last local day with activity (removed messages)
+
+    @property
+    def reported(self) -> bool:
+        """Whether the message has report activity (a send_channel of the reports)."""
+        return self.channel in REPORT_CHANNELS
+
+
+@dataclass
+class Branch:
+    """One branch of a multi-branch-split (spec: MultiBranchSplitBranch)."""
+
+    id: str
+    name: str
+    order: int
+    is_else: bool
+    value: str | None = None  # the profile property value the branch selects (None for the else branch)
+    next_id: str | None = None
 
 
 @dataclass
 class Action:
+    """One entry of a flow definition's flat ``actions`` list (spec: FlowDefinition.actions)."""
+
     id: str
     flow_id: str
-    type: str  # time-delay | send-email | send-sms
+    type: str  # a FLOW_ACTION_TYPES value
     created: datetime
     updated: datetime
     status: str
     delay_days: int = 0
-    message: Message | None = None
-    next_id: str | None = None
+    message: Message | None = None  # send-*: its message; ab-test/content-experiment: the main action's
+    next_id: str | None = None  # Link.next
+    variations: list[Message] = field(default_factory=list)  # experiments: current variations
+    next_if_true: str | None = None  # BooleanBranchLinks, for BOOLEAN_SPLITS
+    next_if_false: str | None = None
+    branches: list[Branch] = field(default_factory=list)  # multi-branch-split
+    params: dict[str, Any] = field(default_factory=dict)  # type-specific settings (resources renders them)
+
+    @property
+    def messages(self) -> list[Message]:
+        """Every message the action can send: its message, then the experiment's variations."""
+        return ([self.message] if self.message is not None else []) + list(self.variations)
+
+    @property
+    def next_ids(self) -> list[str]:
+        """Every action this one links to (Link, BooleanBranchLinks or the branches' links)."""
+        ids = [self.next_id, self.next_if_true, self.next_if_false, *(b.next_id for b in self.branches)]
+        return [i for i in ids if i is not None]
 
 
 @dataclass
@@ -305,11 +547,23 @@ class Flow:
     updated: datetime
     actions: list[Action] = field(default_factory=list)
     tag_ids: list[str] = field(default_factory=list)
-    trigger: dict[str, Any] = field(default_factory=dict)
+    trigger: dict[str, Any] = field(default_factory=dict)  # one FlowDefinition.triggers entry ({}: none)
+    removed_messages: list[Message] = field(default_factory=list)  # in reports, not in the definition
 
     @property
     def messages(self) -> list[Message]:
-        return [a.message for a in self.actions if a.message is not None]
+        """Every message in the definition (main actions and variations), in definition order."""
+        return [m for a in self.actions for m in a.messages]
+
+    @property
+    def email_messages(self) -> list[Message]:
+        """The definition's email messages, wherever they sit (experiments, branches)."""
+        return [m for m in self.messages if m.channel == "email"]
+
+    @property
+    def report_messages(self) -> list[Message]:
+        """What the reports can show for this flow: reported messages of the definition, then removed ones."""
+        return [m for m in self.messages if m.reported] + self.removed_messages
 
 
 @dataclass
@@ -317,12 +571,12 @@ class Campaign:
     id: str
     name: str
     channel: str  # email | sms
-    status: str
+    status: str  # a CAMPAIGN_STATUSES value
     archived: bool
     created: datetime
     updated: datetime
-    scheduled_at: datetime | None
-    send_time: datetime | None
+    scheduled_at: datetime | None  # when a user scheduled it
+    send_time: datetime | None  # when it sent (sent statuses only)
     included: list[str]
     excluded: list[str]
     tag_ids: list[str]
@@ -330,6 +584,11 @@ class Campaign:
     message_label: str
     subject: str
     volume: int
+    planned_send: datetime | None = None  # a not-sent campaign's send strategy datetime
+
+    @property
+    def sent(self) -> bool:
+        return self.status in SENT_CAMPAIGN_STATUSES
 
 
 @dataclass
@@ -363,17 +622,51 @@ class Tag:
     name: str
 
 
-class Account:
-    """One synthetic Klaviyo account. Build is O(flows + campaigns + metrics), never O(profiles)."""
+@dataclass(frozen=True)
+class ProfileColumn:
+    """Profile indices in the order of one ``sort`` field: without a value first (by index), then by
+    (value, index). ``seconds`` holds the epoch seconds of ``order[missing:]`` for date-time fields."""
 
-    def __init__(self, seed: int, index: int, profiles: int, flows: int, anchor: date, timezone: str):
+    order: Sequence[int]
+    missing: int
+    seconds: Sequence[int] | None
+
+    def where(self, operator: str, moment: datetime) -> list[int]:
+        """Indices (ascending) whose value compares to ``moment`` as ``operator`` (a date-time filter)."""
+        assert self.seconds is not None
+        x = moment.timestamp()
+        lo, hi = 0, len(self.seconds)
+        if operator == "greater-than":
+            lo = bisect.bisect_right(self.seconds, x)
+        elif operator == "greater-or-equal":
+            lo = bisect.bisect_left(self.seconds, x)
+        elif operator == "less-than":
+            hi = bisect.bisect_left(self.seconds, x)
+        elif operator == "less-or-equal":
+            hi = bisect.bisect_right(self.seconds, x)
+        else:
+            raise ValueError(f"not a comparison: {operator}")
+        return sorted(self.order[self.missing + lo : self.missing + hi])
+
+
+class Account:
+    """One synthetic Klaviyo account. Build is O(flows + campaigns + metrics), never O(profiles).
+
+    ``timezone`` None (or ``"by-seed"``) lets the seed choose the zone (``timezone_for``).
+    """
+
+    def __init__(self, seed: int, index: int, profiles: int, flows: int, anchor: date, timezone: str | None):
         self.seed = seed
         self.index = index
         self.profile_count = profiles
         self.anchor = anchor
-        self.timezone = timezone
-        self.tz = ZoneInfo(timezone)
+        self.timezone = resolve_timezone(timezone, seed, index)
+        self.tz = ZoneInfo(self.timezone)
         self._used: set[str] = set()
+        self._lock = threading.Lock()
+        self._columns: dict[str, ProfileColumn] = {}
+        self._queries: OrderedDict[Any, Sequence[int]] = OrderedDict()
+        self._reasons: dict[str, Sequence[int]] | None = None
         rng = rng_for(seed, index, "account")
         self.id = _short_id(rng, self._used)
         self.public_api_key = self.id
@@ -381,6 +674,7 @@ class Account:
             ("Acme Outfitters, Inc.", 'The "Good" Store', "Café Crème Ltd", "Nordic Ståhl")
         )
         self._profile_tag = b32(zlib.crc32(f"{seed}:{index}".encode()) % (32**4), 4)
+        self._quirk_slots = self._choose_quirk_slots()
         self.tags = self._build_tags()
         self.lists = self._build_groups("list", LIST_NAMES)
         self.segments = self._build_groups("segment", SEGMENT_NAMES)
@@ -409,20 +703,35 @@ class Account:
         seconds = rng.uniform(days_ago_min * 86400, days_ago_max * 86400)
         return (self.now - timedelta(seconds=seconds)).replace(microsecond=0)
 
+    def existing_local(self, local: datetime) -> datetime:
+        """A naive local time that exists: one skipped by a DST change moves forward past the gap."""
+        return local.replace(tzinfo=self.tz).astimezone(UTC).astimezone(self.tz).replace(tzinfo=None)
+
+    def local_midnight(self, day: date) -> datetime:
+        """The UTC instant a local day starts."""
+        return datetime.combine(day, time()).replace(tzinfo=self.tz).astimezone(UTC)
+
     # --- small collections -----------------------------------------------------------------------
     def _build_tags(self) -> list[Tag]:
         rng = rng_for(self.seed, self.index, "tags")
+        names = [
+            *TAG_NAMES,
+            *(odd_text(kind, rng_for(self.seed, self.index, "odd-tag", kind)) for kind in ODD_KINDS),
+        ]
         return [
             Tag(
                 f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-4{rng.getrandbits(12):03x}-"
                 f"8{rng.getrandbits(12):03x}-{rng.getrandbits(48):012x}",
                 name,
             )
-            for name in TAG_NAMES
+            for name in names
         ]
 
     def _build_groups(self, kind: str, names: tuple[str, ...]) -> list[Group]:
         rng = rng_for(self.seed, self.index, kind)
+        if kind == "list":  # odd list names come after the plain ones, which keep their places
+            odd = rng_for(self.seed, self.index, "odd-list")
+            names = (*names, *(with_odd("List", k, odd) for k in ODD_KINDS))
         groups = []
         for name in names:
             created = self._moment(rng, 400, 1500)
@@ -473,16 +782,34 @@ class Account:
             m for m in self.metrics if m.name == "Placed Order" and m.integration["name"] == "Shopify"
         )
 
+    # --- flows -------------------------------------------------------------------------------------
+    @staticmethod
+    def flow_status(number: int) -> tuple[str, bool]:
+        """(status, archived) of the ``number``-th flow: 5 of 8 live, every 11th archived."""
+        roll = number % 8
+        return ("live" if roll < 5 else ("draft" if roll < 7 else "manual")), number % 11 == 10
+
+    def _flow_features(self, count: int) -> dict[int, list[str]]:
+        """FLOW_FEATURES dealt, in a seed-chosen order, over the live unarchived flows (each at least once)."""
+        kept = [n for n in range(count) if self.flow_status(n) == ("live", False)]
+        if not kept:
+            return {}
+        features = list(FLOW_FEATURES)
+        rng_for(self.seed, self.index, "flow-features").shuffle(features)
+        dealt: dict[int, list[str]] = {}
+        for position, feature in enumerate(features):
+            dealt.setdefault(kept[position % len(kept)], []).append(feature)
+        return dealt
+
     def _build_flows(self, count: int) -> list[Flow]:
         rng = rng_for(self.seed, self.index, "flows")
+        features = self._flow_features(count)
         flows = []
         action_number = rng.randint(10_000_000, 90_000_000)
         for number in range(count):
             base = FLOW_NAMES[number % len(FLOW_NAMES)]
             name = base if number < len(FLOW_NAMES) else f"{base} #{number // len(FLOW_NAMES) + 1}"
-            roll = number % 8
-            status = "live" if roll < 5 else ("draft" if roll < 7 else "manual")
-            archived = number % 11 == 10
+            status, archived = self.flow_status(number)
             created = self._moment(rng, 200, 900)
             flow = Flow(
                 id=_short_id(rng, self._used),
@@ -495,110 +822,190 @@ class Account:
                 tag_ids=[t.id for t in rng.sample(self.tags, k=rng.randint(0, 2))],
             )
             flow.trigger = self._trigger(flow, rng)
-            volume = rng.randint(20, 400)
-            n_email = rng.randint(2, 6)
-            with_sms = number % 3 == 0
-            kinds = ["send-email"] * n_email + (["send-sms"] if with_sms else [])
-            rng.shuffle(kinds)
-            for step, kind in enumerate(kinds):
-                if step:
-                    action_number += rng.randint(1, 50)
-                    flow.actions.append(
-                        Action(
-                            str(action_number),
-                            flow.id,
-                            "time-delay",
-                            created,
-                            flow.updated,
-                            status,
-                            delay_days=rng.randint(1, 7),
-                        )
-                    )
-                action_number += rng.randint(1, 50)
-                action = Action(str(action_number), flow.id, kind, created, flow.updated, status)
-                channel = "email" if kind == "send-email" else "sms"
-                label = f"{channel.upper()} {step + 1}"
-                action.message = Message(
-                    id=_short_id(rng, self._used),
-                    action_id=action.id,
-                    flow_id=flow.id,
-                    channel=channel,
-                    name=f"{name} \u2013 {label}" if step % 2 else f"{label}: {name}, part {step + 1}",
-                    subject=f'{name}: "step {step + 1}" — ¡hola!',
-                    created=created,
-                    updated=flow.updated,
-                    volume=max(5, volume // (step + 1)),
-                )
-                flow.actions.append(action)
-            for earlier, later in zip(flow.actions, flow.actions[1:], strict=False):
-                earlier.next_id = later.id
+            builder = _FlowBuilder(self, flow, rng_for(self.seed, self.index, "flow", number), action_number)
+            builder.build(number, features.get(number, []))
+            action_number = builder.action_number + rng.randint(1, 50)
             flows.append(flow)
         return flows
 
     def _trigger(self, flow: Flow, rng: random.Random) -> dict[str, Any]:
-        if flow.trigger_type == "Added to List":
-            return {"type": "list", "id": rng.choice(self.lists).id}
-        if flow.trigger_type == "Metric":
+        """One FlowDefinition.triggers entry for the flow's trigger type ({} for Unconfigured)."""
+        kind = flow.trigger_type
+        if kind == "Added to List":
+            return {"type": "list", "id": rng.choice(self.lists).id}  # ListTrigger
+        if kind == "Metric":
             return {"type": "metric", "id": rng.choice(self.metrics).id, "trigger_filter": None}
-        return {"type": "segment", "id": rng.choice(self.segments).id}
+        if kind == "Date Based":  # ProfilePropertyDateTrigger
+            return {
+                "type": "date",
+                "date_field_type": "profile-property",
+                "date_profile_property": "Birthday",
+                "timedelta_unit_before_date": "days",
+                "timedelta_value_before_date": rng.randint(0, 7),
+                "recurrence_frequency": "annually",
+                "timezone": "profile",
+                "trigger_time": "09:00:00",
+                "trigger_days": None,
+            }
+        if kind == "Price Drop":  # PriceDropTrigger
+            return {
+                "type": "price-drop",
+                "trigger_filter": None,
+                "price_drop_amount_value": rng.choice((2.5, 5.5, 10.25)),
+                "price_drop_amount_unit": "percent",
+                "audience": ["viewed", "checkout-started"],
+                "timeframe_days": 30,
+                "currency_type": "usd",
+            }
+        if kind == "Low Inventory":  # LowInventoryTrigger
+            return {
+                "type": "low-inventory",
+                "product_level": "variant",
+                "trigger_filter": None,
+                "inventory_count": rng.randint(1, 10),
+                "audience": ["added-to-cart", "viewed"],
+                "timeframe_days": 30,
+            }
+        return {}
 
+    @property
+    def removed_messages(self) -> list[Message]:
+        """Messages with report activity that no definition holds (GET /api/flow-messages/{id}: 404)."""
+        return [m for f in self.flows for m in f.removed_messages]
+
+    # --- campaigns -----------------------------------------------------------------------------------
     def _build_campaigns(self) -> list[Campaign]:
+        """Thirteen months of campaigns (mostly sent) plus one of every status in the recent days."""
+        campaigns = self._campaign_series() + self._campaign_showcase()
+        campaigns.sort(key=lambda c: (c.created, c.id))
+        return campaigns
+
+    def _campaign_series(self) -> list[Campaign]:
         rng = rng_for(self.seed, self.index, "campaigns")
         campaigns = []
         total = CAMPAIGN_MONTHS * CAMPAIGNS_PER_MONTH
         span_days = CAMPAIGN_MONTHS * 30.4
-        audiences = [g.id for g in (*self.lists, *self.segments)]
+        cancelled = [s for s in CAMPAIGN_STATUSES if s.startswith("Cancelled")]
         for number in range(total):
             days_ago = span_days - (number + rng.random()) * span_days / total
             send = (self.now - timedelta(days=days_ago)).replace(microsecond=0, second=0)
-            channel = "sms" if number % 9 == 4 else "email"
-            status, send_time, scheduled = "Sent", send, send - timedelta(hours=rng.randint(1, 72))
+            status = "Variations Sent" if number % 17 == 11 else "Sent"
             if number % 37 == 5:
-                status, send_time = "Cancelled", None
+                status = cancelled[number % len(cancelled)]
             elif number % 23 == 7:
-                status, send_time, scheduled = "Draft", None, None
-            future = number >= total - 6
-            if future:  # the last few are scheduled into the next week
+                status = "Draft"
+            if number >= total - 6:  # the last few are scheduled into the next week
                 send = (self.now + timedelta(days=(number - total + 7), hours=rng.randint(1, 20))).replace(
                     microsecond=0, second=0
                 )
-                status, send_time, scheduled = "Scheduled", None, send
-            created = (scheduled or send) - timedelta(days=rng.randint(1, 20), minutes=rng.randint(0, 600))
-            if created > self.now:
-                created = self.now - timedelta(hours=1)
-            included = rng.sample(audiences, k=rng.randint(1, 2))
-            excluded = rng.sample([a for a in audiences if a not in included], k=rng.randint(0, 1))
-            label = [
-                "Spring Sale",
-                "New Arrivals, Week",
-                'The "Edit"',
-                "Newsletter",
-                "Flash Sale",
-                "Café Culture",
-                "Restock",
-            ][number % 7]
-            moment = scheduled or send
+                status = "Scheduled"
+            label = CAMPAIGN_LABELS[number % len(CAMPAIGN_LABELS)]
+            odd = ODD_KINDS[number % len(ODD_KINDS)] if rng.random() < 0.05 else None
             campaigns.append(
-                Campaign(
-                    id=_ulid(rng, created, self._used),
-                    name=f"{label} {moment.date().isoformat()}",
-                    channel=channel,
-                    status=status,
-                    archived=number % 29 == 3,
-                    created=created,
-                    updated=min(self.now, (send_time or created) + timedelta(hours=rng.randint(0, 48))),
-                    scheduled_at=scheduled,
-                    send_time=send_time,
-                    included=included,
-                    excluded=excluded,
-                    tag_ids=[t.id for t in rng.sample(self.tags, k=rng.randint(0, 3))],
-                    message_id=_ulid(rng, created, self._used),
-                    message_label=f"{label} message",
-                    subject=f'{label}: up to 30% off, "today" only — ¡ya!',
-                    volume=rng.randint(500, 20_000),
-                )
+                self._campaign(rng, "sms" if number % 9 == 4 else "email", status, send, label, odd, odd)
             )
         return campaigns
+
+    def _campaign_showcase(self) -> list[Campaign]:
+        """One email campaign of every status, sent or scheduled in the last RECENT_DAYS - 1 days.
+
+        Their names and subjects hold odd text: the sent ones (the only ones a campaigns file keeps)
+        every kind of it.
+        """
+        rng = rng_for(self.seed, self.index, "campaign-showcase")
+        offset = rng.randrange(len(ODD_KINDS))
+        campaigns = []
+        for number, status in enumerate(CAMPAIGN_STATUSES):
+            if status in ("Sending", "Sending Segments"):  # started in the last day, still going
+                send = self.now - timedelta(minutes=rng.randint(60, 20 * 60))
+            else:
+                send = self.now - timedelta(minutes=rng.randint(90, (RECENT_DAYS - 1) * 24 * 60))
+            send = send.replace(second=0, microsecond=0)
+            if status == "Scheduled":
+                send = self.now + timedelta(hours=rng.randint(2, 72))
+            rank = SENT_CAMPAIGN_STATUSES.index(status) if status in SENT_CAMPAIGN_STATUSES else number
+            campaigns.append(
+                self._campaign(
+                    rng,
+                    "email",
+                    status,
+                    send,
+                    CAMPAIGN_LABELS[(number + offset) % len(CAMPAIGN_LABELS)],
+                    ODD_KINDS[(rank + offset) % len(ODD_KINDS)],
+                    ODD_KINDS[(rank + offset + 1) % len(ODD_KINDS)],
+                    stale=status == "Sent",  # updated_at before the send's day: it need not move on sending
+                    lead_hours=12,
+                )
+            )
+            campaigns[-1].archived = False
+        return campaigns
+
+    def _campaign(
+        self,
+        rng: random.Random,
+        channel: str,
+        status: str,
+        send: datetime,
+        label: str,
+        name_kind: str | None,
+        subject_kind: str | None,
+        stale: bool | None = None,
+        lead_hours: int = 72,
+    ) -> Campaign:
+        """A campaign of ``status`` whose send is (or was planned) at ``send``.
+
+        Sent statuses have ``send_time``; the others have none (and no activity). ``scheduled_at`` is
+        when a user scheduled it (before the send), set for sent and SCHEDULED_CAMPAIGN_STATUSES.
+        ``updated_at`` is not guaranteed to move when a campaign sends: a stale sent campaign was last
+        edited days before its send (``stale`` None: one sent campaign in four).
+        """
+        sent = status in SENT_CAMPAIGN_STATUSES
+        scheduled = (
+            send - timedelta(hours=rng.randint(1, lead_hours))
+            if sent or status in SCHEDULED_CAMPAIGN_STATUSES
+            else None
+        )
+        if scheduled is not None and scheduled > self.now:
+            scheduled = self.now - timedelta(hours=1)
+        created = min(scheduled or send, self.now) - timedelta(
+            days=rng.randint(2, 20), minutes=rng.randint(0, 600)
+        )
+        if stale is None:
+            stale = sent and rng.random() < 0.25
+        if stale:
+            updated = created + timedelta(hours=rng.randint(0, 24))  # at least a day before the send
+        elif sent:
+            updated = min(self.now, send + timedelta(hours=rng.randint(0, 48)))
+        else:
+            updated = min(self.now, (scheduled or created) + timedelta(minutes=rng.randint(0, 600)))
+        moment = scheduled or send
+        name = f"{label} {moment.date().isoformat()}"
+        subject = f'{label}: up to 30% off, "today" only — ¡ya!'
+        included = rng.sample(self._audiences, k=rng.randint(1, 2))
+        excluded = rng.sample([a for a in self._audiences if a not in included], k=rng.randint(0, 1))
+        return Campaign(
+            id=_ulid(rng, created, self._used),
+            name=with_odd(name, name_kind, rng) if name_kind else name,
+            channel=channel,
+            status=status,
+            archived=rng.random() < 0.03,
+            created=created,
+            updated=updated,
+            scheduled_at=scheduled,
+            send_time=send if sent else None,
+            included=included,
+            excluded=excluded,
+            tag_ids=[t.id for t in rng.sample(self.tags, k=rng.randint(0, 3))],
+            message_id=_ulid(rng, created, self._used),
+            message_label=f"{label} message",
+            subject=with_odd(subject, subject_kind, rng) if subject_kind else subject,
+            volume=rng.randint(500, 20_000),
+            planned_send=None if sent or status in ("Draft", "Unknown") else send,
+        )
+
+    @cached_property
+    def _audiences(self) -> list[str]:
+        return [g.id for g in (*self.lists, *self.segments)]
 
     # --- profiles (lazy) ---------------------------------------------------------------------------
     @cached_property
@@ -634,9 +1041,129 @@ class Account:
         keys = _CreatedKeys(self)
         return (bisect.bisect_right if strict else bisect.bisect_left)(keys, moment)
 
+    def _choose_quirk_slots(self) -> dict[int, frozenset[str]]:
+        rng = rng_for(self.seed, self.index, "profile-quirks")
+        slots = rng.sample(range(PLAIN_PROFILES, PROFILE_QUIRK_PERIOD), len(PROFILE_QUIRKS))
+        return {slot: frozenset({quirk}) for slot, quirk in zip(slots, PROFILE_QUIRKS, strict=True)}
+
+    def profile_quirks(self, index: int) -> frozenset[str]:
+        """The PROFILE_QUIRKS of profile ``index`` (each falls once in every PROFILE_QUIRK_PERIOD profiles)."""
+        return self._quirk_slots.get(index % PROFILE_QUIRK_PERIOD, frozenset())
+
     def profile(self, index: int) -> dict[str, Any]:
-        """The full attribute dict of profile ``index`` (including the additional fields)."""
-        return _profile(self, index)
+        """The attribute dict of profile ``index`` as the API returns it with both additional fields.
+
+        A quirk may leave out ``subscriptions`` / ``predictive_analytics`` (absent keys): the API omits
+        them too, even when asked for.
+        """
+        return _apply_quirks(_profile(self, index), self.profile_quirks(index), self, index)
+
+    @property
+    def _generated_profiles(self) -> bool:
+        """False when a subclass hand-makes profiles: the generator's shortcuts then do not apply."""
+        cls = type(self)
+        return cls.profile is Account.profile and cls.profile_created is Account.profile_created
+
+    def profile_column(self, field_name: str) -> ProfileColumn:
+        """The order of every profile by a PROFILE_SORT_FIELDS field, computed once per account.
+
+        One pass over the profiles (only the draws the field needs); kept as an array of indices
+        (4 bytes a profile) and, for date-time fields, an array of epoch seconds (8 bytes a profile).
+        """
+        with self._lock:
+            column = self._columns.get(field_name)
+            if column is None:
+                column = self._columns[field_name] = self._build_column(field_name)
+            return column
+
+    def _build_column(self, field_name: str) -> ProfileColumn:
+        if field_name not in PROFILE_SORT_FIELDS:
+            raise ValueError(f"profiles do not sort by {field_name!r}")
+        keys = list(self._profile_keys(field_name))
+        missing = [i for i, key in enumerate(keys) if key is None]
+        if len(missing) == len(keys):
+            return ProfileColumn(range(len(keys)), len(keys), array("q"))
+        present = [i for i, key in enumerate(keys) if key is not None]
+        present.sort(key=keys.__getitem__)  # stable: ties stay in index order
+        order = array("I", missing)
+        order.extend(present)
+        seconds = array("q", (keys[i] for i in present)) if field_name != "email" else None
+        del keys
+        return ProfileColumn(order, len(missing), seconds)
+
+    def profile_order_key(self, index: int, field_name: str) -> tuple[Any, ...]:
+        """Where profile ``index`` sorts by ``field_name`` (as in ``profile_column``), from its record."""
+        key = _sort_key(field_name, profile_sort_value(self.profile(index), field_name))
+        return (False, 0, index) if key is None else (True, key, index)
+
+    def profile_suppression_reasons(self) -> dict[str, Sequence[int]]:
+        """Indices (ascending) of the profiles whose email suppression has each reason, computed once."""
+        with self._lock:
+            if self._reasons is None:
+                reasons: dict[str, array[int]] = {}
+                for index, reason in enumerate(self._profile_keys(SUPPRESSION_REASON)):
+                    if reason is not None:
+                        reasons.setdefault(reason, array("I")).append(index)
+                self._reasons = reasons
+            return self._reasons
+
+    def _profile_keys(self, field_name: str) -> Iterator[Any]:
+        """Each profile's key for ``field_name``: epoch seconds of a date-time, else the text; None when
+        unset. Generated profiles draw only what the field needs; hand-made ones are read whole."""
+        if not self._generated_profiles:
+            for index in range(self.profile_count):
+                yield _sort_key(field_name, profile_sort_value(self.profile(index), field_name))
+            return
+        if field_name.startswith(_LIST_SUPPRESSIONS):  # the generator makes no list suppressions
+            yield from (None for _ in range(self.profile_count))
+        elif field_name == "updated":
+            for index in range(self.profile_count):
+                yield int(_profile_head(self, index)[2].timestamp())
+        elif field_name == "email":
+            for index in range(self.profile_count):
+                yield _profile_core(self, index).email
+        else:  # the email suppression's timestamp or reason
+            key = field_name.rsplit(".", 1)[1]
+            for index in range(self.profile_count):
+                if "subscriptions-missing" in self.profile_quirks(index):
+                    yield None
+                    continue
+                suppression = _profile_core(self, index).suppression
+                yield _sort_key(field_name, suppression[0][key] if suppression else None)
+
+    def profile_indices_with(self, field_name: str, value: str) -> list[int] | None:
+        """The indices whose ``field_name`` (id, email, phone_number, external_id) could equal ``value``.
+
+        Read from the value itself (the generator's formats), so O(1); None when that is not possible
+        (hand-made profiles). The caller still checks each candidate's record.
+        """
+        if field_name == "id":
+            found = self.profile_index(value)
+            return [] if found is None else [found]
+        if not self._generated_profiles:
+            return None
+        pattern = _PROFILE_VALUE_PATTERNS.get(field_name)
+        match = pattern.fullmatch(value) if pattern else None
+        if match is None:
+            return []
+        number = int(match.group(1))
+        if field_name == "phone_number":
+            return list(range(number, self.profile_count, _PHONE_MODULUS))
+        return [number] if number < self.profile_count else []
+
+    def remember_profile_query(self, key: Any, build: Callable[[], Sequence[int]]) -> Sequence[int]:
+        """A profile index sequence for one query (filter + sort), built once and kept (LRU)."""
+        with self._lock:
+            found = self._queries.get(key)
+            if found is not None:
+                self._queries.move_to_end(key)
+                return found
+        built = build()
+        with self._lock:
+            self._queries[key] = built
+            while len(self._queries) > PROFILE_QUERY_CACHE:
+                self._queries.popitem(last=False)
+        return built
 
     # --- report activity ---------------------------------------------------------------------------
     def omits_trailing_buckets(self, groupings: dict[str, Any]) -> bool:
@@ -650,27 +1177,50 @@ class Account:
         return 1 + zlib.crc32(metric_id.encode()) % 3
 
     def flow_activity(self, message: Message, day: date) -> Activity | None:
-        """A flow message's activity on a local day (one event time per day), or None."""
+        """A flow message's activity on a local day (one event time per day), or None.
+
+        Only live flows send; a message sends from the day it was created (variations: the
+        experiment's start) and, once removed, not after its ``active_until`` day (and then on every
+        day before it, so a recent window always shows it).
+        """
         flow = self.flows_by_id[message.flow_id]
-        if flow.status != "live" or day < flow.created.astimezone(self.tz).date() or day > self.local_today():
+        if not message.reported or flow.status != "live" or day > self.local_today():
             return None
-        return _flow_activity(
-            self.seed, self.index, message.id, message.channel, message.volume, day.toordinal()
+        first = max(flow.created, message.created).astimezone(self.tz).date()
+        if day < first or (message.active_until is not None and day > message.active_until):
+            return None
+        found = _flow_activity(
+            self.seed,
+            self.index,
+            message.id,
+            message.channel,
+            message.volume,
+            day.toordinal(),
+            message.active_until is not None,
         )
+        return None if found is None else Activity(self.existing_local(found.at), found.counts)
 
     def campaign_activity(self, campaign: Campaign) -> list[Activity]:
         """A sent campaign's activity: the send at its send time, then opens/clicks on later days."""
-        if campaign.send_time is None or campaign.send_time > self.now:
+        if not campaign.sent or campaign.send_time is None or campaign.send_time > self.now:
             return []
         local_send = campaign.send_time.astimezone(self.tz).replace(tzinfo=None)
         end = self.now.astimezone(self.tz).replace(tzinfo=None)
-        return [
-            a
-            for a in _campaign_activity(
-                self.seed, self.index, campaign.id, campaign.channel, campaign.volume, local_send
-            )
-            if a.at <= end
-        ]
+        activities = _campaign_activity(
+            self.seed, self.index, campaign.id, campaign.channel, campaign.volume, local_send
+        )
+        return [Activity(self.existing_local(a.at), a.counts) for a in activities if a.at <= end]
+
+
+CAMPAIGN_LABELS = (
+    "Spring Sale",
+    "New Arrivals, Week",
+    'The "Edit"',
+    "Newsletter",
+    "Flash Sale",
+    "Café Culture",
+    "Restock",
+)
 
 
 class _CreatedKeys:
@@ -686,14 +1236,262 @@ class _CreatedKeys:
         return self.account.profile_created(index)
 
 
+class _FlowBuilder:
+    """Builds one flow's definition: a spine of steps linked by ids, with side branches after splits.
+
+    The actions list is flat (spec: FlowDefinition.actions, "linked to each other by their ids"):
+    linear actions link with ``links.next``, boolean splits with ``next_if_true`` (the spine goes on)
+    and ``next_if_false`` (a side branch or the exit), multi-branch splits through their branches.
+    """
+
+    def __init__(self, account: Account, flow: Flow, rng: random.Random, action_number: int):
+        self.account = account
+        self.flow = flow
+        self.rng = rng
+        self.action_number = action_number
+        self.volume = rng.randint(20, 400)
+        self.sends: dict[str, int] = {}  # messages made so far, by channel (for names)
+        self.ended_variation = False  # an email A/B test should carry an ended variation
+
+    # --- plan ----------------------------------------------------------------------------------------
+    def build(self, number: int, features: list[str]) -> None:
+        """Emails (and an SMS in every third flow) with delays between, the features' steps inserted
+        at seed-chosen places, sometimes one more random action type; then removed messages and odd
+        names the features ask for."""
+        rng, flow = self.rng, self.flow
+        sends = ["send-email"] * rng.randint(2, 5) + (["send-sms"] if number % 3 == 0 else [])
+        rng.shuffle(sends)
+        spine: list[str] = []
+        for position, kind in enumerate(sends):
+            spine += ["time-delay", kind] if position else [kind]
+        steps = [f for f in features if f in STRUCTURAL_FEATURES]
+        if rng.random() < 0.35:
+            steps.append(rng.choice(FLOW_ACTION_TYPES))
+        self.ended_variation = "removed:variation-ended" in features
+        if self.ended_variation and "ab-test" not in steps:
+            steps.append("ab-test")
+        for step in steps:
+            spine.insert(rng.randint(0, len(spine)), step)
+        self.emit(spine)
+        if "removed:deleted" in features:
+            self.removed_email(rng.randint(2, RECENT_DAYS - 1))
+        elif flow.status == "live" and rng.random() < 0.1:
+            self.removed_email(rng.randint(8, 120))  # deleted long ago: only older windows show it
+        for feature in features:
+            kind = feature.partition(":")[2]
+            if feature.startswith("odd-flow-name:"):
+                flow.name = with_odd(flow.name, kind, rng)
+            elif feature.startswith("odd-message-name:") and flow.email_messages:
+                message = flow.email_messages[0]
+                message.name = with_odd(message.name, kind, rng)
+                message.subject = with_odd(message.subject, kind, rng)
+
+    # --- emit ----------------------------------------------------------------------------------------
+    def emit(self, steps: list[str]) -> str | None:
+        """Append the actions of ``steps`` in order, each linked to the next; the first one's id."""
+        first: str | None = None
+        pending: list[tuple[Any, str]] = []  # (action or branch, link attribute) waiting for the next id
+        for kind in steps:
+            action, continuation = self.step(kind)
+            first = first or action.id
+            for holder, attribute in pending:
+                setattr(holder, attribute, action.id)
+            pending = continuation
+        return first
+
+    def new_action(self, kind: str, **params: Any) -> Action:
+        self.action_number += self.rng.randint(1, 50)
+        flow = self.flow
+        action = Action(str(self.action_number), flow.id, kind, flow.created, flow.updated, flow.status)
+        action.params = params
+        flow.actions.append(action)
+        return action
+
+    def step(self, kind: str) -> tuple[Action, list[tuple[Any, str]]]:
+        """One spine step: its action, and where the next spine action's id goes."""
+        rng = self.rng
+        if kind in SEND_ACTION_CHANNELS:
+            action = self.new_action(kind)
+            action.message = self.message(action, SEND_ACTION_CHANNELS[kind])
+        elif kind in ("ab-test", "ab-test:sms", "content-experiment"):
+            action = self.experiment(kind)
+        elif kind in (*BOOLEAN_SPLITS, "email-behind-split"):
+            action = self.new_action(kind if kind in BOOLEAN_SPLITS else rng.choice(BOOLEAN_SPLITS))
+            action.params = self.split_params(action.type)
+            action.next_if_false = self.emit(self.side_branch(kind == "email-behind-split"))
+            return action, [(action, "next_if_true")]
+        elif kind in ("multi-branch-split", "email-behind-branches"):
+            return self.multi_branch(kind == "email-behind-branches")
+        else:
+            action = self.new_action(kind, **self.params(kind))
+            if kind == "time-delay" and action.params["unit"] == "days":
+                action.delay_days = action.params["value"]
+        return action, [(action, "next_id")]
+
+    def side_branch(self, email: bool) -> list[str]:
+        """The steps of a split's side branch (an email when ``email``; else maybe nothing: the exit)."""
+        if email:
+            return self.rng.choice((["send-email"], ["time-delay", "send-email"]))
+        return self.rng.choice(
+            ([], ["send-email"], ["send-sms"], ["time-delay", "send-email"], ["update-profile"])
+        )
+
+    def multi_branch(self, email: bool) -> tuple[Action, list[tuple[Any, str]]]:
+        """A multi-branch-split: 1 to 3 conditional branches with their own sends, the else branch goes on."""
+        rng = self.rng
+        action = self.new_action(
+            "multi-branch-split", name=rng.choice(("By tier", "By region", "By interest"))
+        )
+        values = rng.sample(("gold", "silver", "bronze", "EU", "US"), k=rng.randint(1, 3))
+        for order, value in enumerate(values):
+            branch = Branch(f"{action.id}-{order}", f"Tier: {value}", order, False, value)
+            action.branches.append(branch)
+            branch.next_id = self.emit(self.side_branch(email or rng.random() < 0.6))
+        otherwise = Branch(f"{action.id}-else", "Everyone else", len(values), True)
+        action.branches.append(otherwise)
+        return action, [(otherwise, "next_id")]
+
+    def message(self, action: Action, channel: str, **extra: Any) -> Message:
+        """A new message of ``action`` (``extra``: Message fields such as created, variation_of, removed)."""
+        rng, flow = self.rng, self.flow
+        count = self.sends[channel] = self.sends.get(channel, 0) + 1
+        label = f"{channel.replace('-', ' ').title()} {count}"
+        total = sum(self.sends.values())
+        return Message(
+            id=_short_id(rng, self.account._used),
+            action_id=action.id,
+            flow_id=flow.id,
+            channel=channel,
+            name=f"{flow.name} \u2013 {label}" if count % 2 == 0 else f"{label}: {flow.name}, part {count}",
+            subject=f'{flow.name}: "step {total}" — ¡hola!',
+            created=extra.pop("created", flow.created),
+            updated=flow.updated,
+            volume=max(5, self.volume // total),
+            **extra,
+        )
+
+    def experiment(self, kind: str) -> Action:
+        """An ab-test (email, or SMS for "ab-test:sms") or a content-experiment (push or WhatsApp).
+
+        Spec: AbTestAction / ContentExperimentAction ``data.main_action`` (a send action) and
+        ``data.current_experiment.variations`` (send actions of the same channel), each variation its
+        own message. With a pending ended variation, that one is a removed message of the action.
+        """
+        rng, account = self.rng, self.account
+        action_type = "content-experiment" if kind == "content-experiment" else "ab-test"
+        channels = EXPERIMENT_CHANNELS[action_type]
+        channel = (
+            "sms"
+            if kind == "ab-test:sms"
+            else (channels[0] if action_type == "ab-test" else rng.choice(channels))
+        )
+        action = self.new_action(action_type)
+        action.message = main = self.message(action, channel)
+        today = account.local_today()
+        started = account.now - timedelta(days=rng.randint(1, 40), minutes=rng.randint(0, 1440))
+        if self.ended_variation and channel == "email":
+            self.ended_variation = False
+            ended_on = today - timedelta(days=rng.randint(2, RECENT_DAYS - 1))
+            began = datetime.combine(ended_on - timedelta(days=rng.randint(7, 30)), time(9), UTC)
+            self.flow.removed_messages.append(
+                self.message(
+                    action,
+                    channel,
+                    created=max(began, self.flow.created),
+                    variation_of=main.id,
+                    removed="variation-ended",
+                    active_until=ended_on,
+                )
+            )
+            started = account.local_midnight(ended_on + timedelta(days=1)) + timedelta(
+                hours=rng.randint(0, 20)
+            )
+        started = min(max(started, self.flow.created), account.now).replace(microsecond=0)
+        for _ in range(rng.randint(1, 2)):
+            action.variations.append(self.message(action, channel, created=started, variation_of=main.id))
+        ids = [m.id for m in action.messages]
+        share = 100 // len(ids)
+        action.params = {
+            "experiment_id": _short_id(rng, account._used, 10),
+            "experiment_name": f"Test {rng.choice(('subject lines', 'send times', 'content', 'offers'))}",
+            "experiment_status": "live",
+            "started": started,
+            "winner_metric": rng.choice(("unique-opens", "unique-clicks", "unique-placed-orders"))
+            if action_type == "ab-test"
+            else rng.choice(("click-rate", "open-rate")),
+            "allocations": {i: share + (100 - share * len(ids) if n == 0 else 0) for n, i in enumerate(ids)},
+        }
+        return action
+
+    def removed_email(self, days_ago: int) -> None:
+        """An email deleted from the definition: it sent every day until ``days_ago`` days before today."""
+        rng, flow = self.rng, self.flow
+        self.action_number += rng.randint(1, 50)
+        gone = Action(str(self.action_number), flow.id, "send-email", flow.created, flow.updated, flow.status)
+        flow.removed_messages.append(
+            self.message(
+                gone,
+                "email",
+                removed="deleted",
+                active_until=self.account.local_today() - timedelta(days=days_ago),
+            )
+        )
+
+    # --- settings of the other action types ----------------------------------------------------------
+    def split_params(self, kind: str) -> dict[str, Any]:
+        rng = self.rng
+        if kind == "conditional-split":
+            return {"property": rng.choice(("VIP", "Accepts SMS")), "sample": rng.choice((None, 50))}
+        if kind == "trigger-split":
+            return {"trigger_id": rng.choice(self.account.metrics).id}
+        return {"output_config_id": rng.randint(1, 9), "value": rng.choice(("success", "delivered"))}
+
+    def params(self, kind: str) -> dict[str, Any]:
+        """Settings for delays and utility actions (resources renders them in the spec's shapes)."""
+        rng, account = self.rng, self.account
+        zone = rng.choice(("profile", account.timezone))
+        if kind == "time-delay":
+            unit = rng.choice(("days", "days", "hours", "minutes"))
+            return {
+                "unit": unit,
+                "value": rng.randint(1, 7 if unit == "days" else 48),
+                "timezone": zone,
+                "delay_until_time": rng.choice((None, "09:00:00", "18:30:00")),
+                "delay_until_weekdays": rng.choice((None, ["monday", "wednesday", "friday"])),
+            }
+        if kind == "countdown-delay":
+            return {
+                "unit": rng.choice(("days", "weeks", "months")),
+                "value": rng.randint(0, 4),
+                "timezone": zone,
+            }
+        if kind == "target-date":
+            days = rng.choice((None, sorted(rng.sample(WEEKDAYS, k=3), key=WEEKDAYS.index)))
+            return {
+                "timezone": zone,
+                "target_time": rng.choice(("08:00:00", "10:30:00")),
+                "target_days": days,
+            }
+        if kind == "update-profile":
+            return {"property_key": rng.choice(("Last Flow", "Loyalty tier")), "property_value": "Welcome"}
+        if kind == "list-update":
+            return {"list_id": rng.choice(account.lists).id, "on_execution": rng.random() < 0.5}
+        if kind == "internal-service":
+            return {"event_key": rng.choice(("flow_step", "loyalty_sync"))}
+        return {}
+
+
 def _split(rng: random.Random, total: int, low: float, high: float) -> int:
     return int(total * rng.uniform(low, high))
 
 
 def _counts(rng: random.Random, channel: str, recipients: int) -> Counts:
-    """Internally consistent counts for ``recipients`` sends (uniques ≤ totals, opens ≤ delivered...)."""
+    """Internally consistent counts for ``recipients`` sends (uniques ≤ totals, opens ≤ delivered...).
+
+    Email bounces and opens; the other channels fail instead, and only SMS counts segments and spend.
+    """
     bounced = _split(rng, recipients, 0.0, 0.03) if channel == "email" else 0
-    failed = _split(rng, recipients, 0.0, 0.04) if channel == "sms" else 0
+    failed = _split(rng, recipients, 0.0, 0.04) if channel != "email" else 0
     delivered = recipients - bounced - failed
     opens_unique = _split(rng, delivered, 0.2, 0.6) if channel == "email" else 0
     clicks_unique = _split(rng, opens_unique if channel == "email" else delivered, 0.05, 0.3)
@@ -724,10 +1522,10 @@ def _counts(rng: random.Random, channel: str, recipients: int) -> Counts:
 
 @lru_cache(maxsize=200_000)
 def _flow_activity(
-    seed: int, index: int, message_id: str, channel: str, volume: int, ordinal: int
+    seed: int, index: int, message_id: str, channel: str, volume: int, ordinal: int, every_day: bool = False
 ) -> Activity | None:
     rng = rng_for(seed, index, "flow-activity", message_id, ordinal)
-    if rng.random() < 0.2:
+    if rng.random() < 0.2 and not every_day:
         return None
     recipients = max(1, int(volume * rng.uniform(0.4, 1.6)))
     at = datetime.combine(date.fromordinal(ordinal), time(rng.randrange(24), rng.randrange(60)))
@@ -778,16 +1576,54 @@ def _campaign_activity(
     return tuple(activities)
 
 
-def _profile(account: Account, index: int) -> dict[str, Any]:
+# --- profiles ---------------------------------------------------------------------------------------
+# The generator's formats, shared by the generator and the filters that read an index back from a value.
+_PHONE_MODULUS = 10_000_000
+_PROFILE_VALUE_PATTERNS = {
+    "email": re.compile(r"user(\d+)\.[abc]@example\.com"),
+    "phone_number": re.compile(r"\+1555(\d{7})"),
+    "external_id": re.compile(r"ext-(\d+)"),
+}
+
+
+def _email(index: int, letter: str) -> str:
+    return f"user{index}.{letter}@example.com"
+
+
+def _phone(index: int) -> str:
+    return f"+1555{index % _PHONE_MODULUS:07d}"
+
+
+@dataclass
+class _ProfileCore:
+    """The first draws of a profile's RNG: enough for the sort and filter fields."""
+
+    rng: random.Random
+    created: datetime
+    updated: datetime
+    first: str
+    last: str
+    email: str | None
+    phone: str | None
+    roll: float
+    suppression: list[dict[str, str]]
+
+
+def _profile_head(account: Account, index: int) -> tuple[random.Random, datetime, datetime]:
+    """The profile's RNG, ``created`` and ``updated`` (its first draw)."""
     rng = rng_for(account.seed, account.index, "profile", index)
     created = account.profile_created(index)
     updated = min(account.now, created + timedelta(seconds=rng.randint(0, 400 * 86400)))
+    return rng, created, updated
+
+
+def _profile_core(account: Account, index: int) -> _ProfileCore:
+    rng, created, updated = _profile_head(account, index)
     first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
     phone_only = rng.random() < 0.08
-    email = None if phone_only else f"user{index}.{rng.choice(('a', 'b', 'c'))}@example.com"
-    phone = f"+1555{index % 10_000_000:07d}" if phone_only or rng.random() < 0.3 else None
+    email = None if phone_only else _email(index, rng.choice(("a", "b", "c")))
+    phone = _phone(index) if phone_only or rng.random() < 0.3 else None
     roll = rng.random()
-    consent = "SUBSCRIBED" if roll < 0.7 else ("NEVER_SUBSCRIBED" if roll < 0.85 else "UNSUBSCRIBED")
     suppression = []
     if email and rng.random() < 0.06:
         suppression.append(
@@ -796,6 +1632,21 @@ def _profile(account: Account, index: int) -> dict[str, Any]:
                 "timestamp": iso(created + timedelta(days=rng.randint(1, 300))),
             }
         )
+    return _ProfileCore(rng, created, updated, first, last, email, phone, roll, suppression)
+
+
+def _profile(account: Account, index: int) -> dict[str, Any]:
+    core = _profile_core(account, index)
+    rng, created, updated, email, phone, roll = (
+        core.rng,
+        core.created,
+        core.updated,
+        core.email,
+        core.phone,
+        core.roll,
+    )
+    consent = "SUBSCRIBED" if roll < 0.7 else ("NEVER_SUBSCRIBED" if roll < 0.85 else "UNSUBSCRIBED")
+    suppression = core.suppression
     can_receive = bool(email) and consent != "UNSUBSCRIBED" and not suppression
     consent_at = created + timedelta(minutes=rng.randint(0, 600))
     properties: dict[str, Any] = {}
@@ -844,8 +1695,8 @@ def _profile(account: Account, index: int) -> dict[str, Any]:
         "email": email,
         "phone_number": phone,
         "external_id": None if rng.random() < 0.7 else f"ext-{index}",
-        "first_name": first,
-        "last_name": last,
+        "first_name": core.first,
+        "last_name": core.last,
         "organization": rng.choice((None, None, "Acme, Inc.", "Ñandú S.A.")),
         "locale": rng.choice(("en-US", "fr-FR", None)),
         "title": None,
@@ -894,3 +1745,63 @@ def _profile(account: Account, index: int) -> dict[str, Any]:
         },
         "predictive_analytics": predictive,
     }
+
+
+def _apply_quirks(
+    attrs: dict[str, Any], quirks: frozenset[str], account: Account, index: int
+) -> dict[str, Any]:
+    """``attrs`` with the profile's PROFILE_QUIRKS applied (a separate RNG: other values do not move)."""
+    if not quirks:
+        return attrs
+    rng = rng_for(account.seed, account.index, "profile-quirk", index)
+    for quirk in sorted(quirks):
+        target, _, how = quirk.partition("-")
+        if target == "name":
+            attrs["first_name"], attrs["last_name"] = odd_text(how, rng), odd_text(how, rng)
+        elif quirk in ("subscriptions-missing", "predictive-analytics-missing", "location-missing"):
+            attrs.pop(quirk.removesuffix("-missing").replace("-", "_"), None)
+        elif quirk == "properties-null":
+            attrs["properties"] = None
+        elif quirk == "properties-empty":
+            attrs["properties"] = {}
+        elif quirk == "properties-null-values":
+            attrs["properties"] = {
+                "First Active": None,
+                "last_open": "",
+                "Last Click": None,
+                "Nickname": None,
+            }
+        elif quirk == "location-empty":
+            attrs["location"] = {}
+        elif quirk == "location-all-null":  # latitude/longitude (oneOf string | number) are left out
+            attrs["location"] = {
+                k: None for k in attrs.get("location") or {} if k not in ("latitude", "longitude")
+            }
+        elif quirk == "location-text-coordinates" and isinstance(attrs.get("location"), dict):
+            location = attrs["location"]
+            location["latitude"], location["longitude"] = (
+                str(location["latitude"]),
+                str(location["longitude"]),
+            )
+    return attrs
+
+
+def profile_sort_value(attrs: dict[str, Any], field_name: str) -> str | None:
+    """A profile's value for a get_profiles sort/filter field (dotted as in x-klaviyo-filters).
+
+    ``subscriptions.email.marketing.<list>.<key>`` reads the first entry of that list; a profile
+    without ``subscriptions`` has no value.
+    """
+    if not field_name.startswith("subscriptions."):
+        return attrs.get(field_name)
+    _, _, _, listing, key = field_name.split(".")
+    marketing = ((attrs.get("subscriptions") or {}).get("email") or {}).get("marketing") or {}
+    entries = marketing.get(listing) or []
+    return entries[0].get(key) if entries else None
+
+
+def _sort_key(field_name: str, value: str | None) -> Any:
+    """Epoch seconds of a date-time field's value (other text as is); None stays None."""
+    if value is None or not (field_name == "updated" or field_name.endswith(".timestamp")):
+        return value
+    return int(datetime.fromisoformat(value).timestamp())

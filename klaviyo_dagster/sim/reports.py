@@ -11,16 +11,16 @@ import calendar
 import json
 from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from klaviyo_dagster.klaviyo.spec import Operation
 from klaviyo_dagster.sim import filters, schema
-from klaviyo_dagster.sim.data import Account, Counts
+from klaviyo_dagster.sim.data import REPORT_CHANNELS, Account, Counts
 
 PAGE_SIZE = 500
 MAX_FILTER_VALUES = 100
-SEND_CHANNELS = ("email", "sms", "push-notification", "whatsapp")
+SEND_CHANNELS = REPORT_CHANNELS  # the reports' send_channel values
 INTERVAL_LIMITS = {
     "hourly": timedelta(days=7),
     "daily": timedelta(days=60),
@@ -49,6 +49,7 @@ SCALAR_FILTERS = {
     "campaign": ("send_channel", "campaign_id", "campaign_message_id", "campaign_message_name"),
 }
 LIST_FILTERS = ("tag_id", "tag_name")
+Unit = tuple[dict[str, Any], list[tuple[datetime, Counts]]]
 
 
 class ReportError(ValueError):
@@ -288,18 +289,23 @@ def _scaled(counts: Counts, factor: int) -> Counts:
     return scaled
 
 
-def buckets(req: ReportRequest) -> list[datetime]:
-    """Start of each series bucket (account-local, naive)."""
+def buckets(req: ReportRequest, tz: tzinfo) -> list[datetime]:
+    """Start of each series bucket, as an aware account-local time.
+
+    Hourly buckets are real hours (a DST change day has 23 or 25 of them); daily, weekly and monthly
+    buckets start at local midnight (so a day bucket lasts 23 or 25 hours across a DST change).
+    """
     starts: list[datetime] = []
     if req.interval == "hourly":
-        moment = req.start.replace(minute=0, second=0)
-        while moment <= req.end:
-            starts.append(moment)
+        moment = req.start.replace(minute=0, second=0, tzinfo=tz).astimezone(UTC)
+        end = req.end.replace(tzinfo=tz).astimezone(UTC)
+        while moment <= end:
+            starts.append(moment.astimezone(tz))
             moment += timedelta(hours=1)
         return starts
     day = req.start.date()
     while day <= req.end.date():
-        starts.append(datetime.combine(day, time()))
+        starts.append(datetime.combine(day, time()).replace(tzinfo=tz))
         if req.interval == "weekly":
             day += timedelta(days=7)
         elif req.interval == "monthly":
@@ -309,55 +315,59 @@ def buckets(req: ReportRequest) -> list[datetime]:
     return starts
 
 
-def _units(
-    account: Account, req: ReportRequest
-) -> list[tuple[dict[str, str], list[tuple[datetime, Counts]]]]:
-    """(full grouping record, [(local time, counts)]) for each message, activity inside the window only."""
-    factor = account.metric_factor(req.conversion_metric_id)
+def _flow_units(account: Account, req: ReportRequest, factor: int) -> list[Unit]:
+    """One unit per message a flow's reports can show: the definition's and the removed ones."""
+    days = [req.start.date() + timedelta(days=n) for n in range((req.end.date() - req.start.date()).days + 1)]
     units = []
-    if req.kind == "flow":
-        days = [
-            req.start.date() + timedelta(days=n) for n in range((req.end.date() - req.start.date()).days + 1)
-        ]
-        for flow in account.flows:
-            tag_ids = flow.tag_ids
-            for message in flow.messages:
-                record = {
-                    "flow_id": flow.id,
-                    "flow_name": flow.name,
-                    "flow_message_id": message.id,
-                    "flow_message_name": message.name,
-                    "send_channel": message.channel,
-                    "tag_id": tag_ids,
-                    "tag_name": [account.tags_by_id[t].name for t in tag_ids],
-                }
-                if not filters.matches_all(req.conditions, record):
-                    continue
-                events = []
-                for day in days:
-                    activity = account.flow_activity(message, day)
-                    if activity is not None and req.start <= activity.at <= req.end:
-                        events.append((activity.at, _scaled(activity.counts, factor)))
-                units.append((record, events))
-    else:
-        for campaign in account.campaigns:
+    for flow in account.flows:
+        tag_ids = flow.tag_ids
+        for message in flow.report_messages:
             record = {
-                "campaign_id": campaign.id,
-                "campaign_message_id": campaign.message_id,
-                "campaign_message_name": campaign.message_label,
-                "send_channel": campaign.channel,
-                "tag_id": campaign.tag_ids,
-                "tag_name": [account.tags_by_id[t].name for t in campaign.tag_ids],
+                "flow_id": flow.id,
+                "flow_name": flow.name,
+                "flow_message_id": message.id,
+                "flow_message_name": message.name,
+                "send_channel": message.channel,
+                "tag_id": tag_ids,
+                "tag_name": [account.tags_by_id[t].name for t in tag_ids],
             }
             if not filters.matches_all(req.conditions, record):
                 continue
-            events = [
-                (a.at, _scaled(a.counts, factor))
-                for a in account.campaign_activity(campaign)
-                if req.start <= a.at <= req.end
-            ]
+            events = []
+            for day in days:
+                activity = account.flow_activity(message, day)
+                if activity is not None and req.start <= activity.at <= req.end:
+                    events.append((activity.at, _scaled(activity.counts, factor)))
             units.append((record, events))
     return units
+
+
+def _campaign_units(account: Account, req: ReportRequest, factor: int) -> list[Unit]:
+    units = []
+    for campaign in account.campaigns:
+        record = {
+            "campaign_id": campaign.id,
+            "campaign_message_id": campaign.message_id,
+            "campaign_message_name": campaign.message_label,
+            "send_channel": campaign.channel,
+            "tag_id": campaign.tag_ids,
+            "tag_name": [account.tags_by_id[t].name for t in campaign.tag_ids],
+        }
+        if not filters.matches_all(req.conditions, record):
+            continue
+        events = [
+            (a.at, _scaled(a.counts, factor))
+            for a in account.campaign_activity(campaign)
+            if req.start <= a.at <= req.end
+        ]
+        units.append((record, events))
+    return units
+
+
+def _units(account: Account, req: ReportRequest) -> list[Unit]:
+    """(full grouping record, [(local time, counts)]) for each message, activity inside the window only."""
+    factor = account.metric_factor(req.conversion_metric_id)
+    return (_flow_units if req.kind == "flow" else _campaign_units)(account, req, factor)
 
 
 def compute(account: Account, req: ReportRequest) -> tuple[list[dict[str, Any]], list[str]]:
@@ -367,7 +377,9 @@ def compute(account: Account, req: ReportRequest) -> tuple[list[dict[str, Any]],
         key = tuple(str(record[name]) for name in req.group_by)
         groupings = {name: record[name] for name in req.group_by}
         grouped.setdefault(key, (groupings, []))[1].extend(events)
-    starts = buckets(req) if req.series else []
+    starts = buckets(req, account.tz) if req.series else []
+    # Compared as UTC instants: same-zone aware datetimes compare by wall time, which repeats at DST's end.
+    instants = [start.astimezone(UTC) for start in starts]
     results = []
     for key in sorted(grouped):
         groupings, events = grouped[key]
@@ -383,7 +395,8 @@ def compute(account: Account, req: ReportRequest) -> tuple[list[dict[str, Any]],
             continue
         per_bucket = [Counts() for _ in starts]
         for at, counts in events:
-            per_bucket[bisect_right(starts, at) - 1].add(counts)
+            instant = at.replace(tzinfo=account.tz).astimezone(UTC)
+            per_bucket[max(0, bisect_right(instants, instant) - 1)].add(counts)
         if account.omits_trailing_buckets(groupings):
             # Klaviyo sometimes omits trailing empty buckets: an array shorter than date_times.
             while len(per_bucket) > 1 and per_bucket[-1].is_empty():
@@ -394,5 +407,4 @@ def compute(account: Account, req: ReportRequest) -> tuple[list[dict[str, Any]],
                 "statistics": {s: [statistic(s, c) for c in per_bucket] for s in req.statistics},
             }
         )
-    date_times = [start.replace(tzinfo=account.tz).isoformat() for start in starts]
-    return results, date_times
+    return results, [start.isoformat() for start in starts]

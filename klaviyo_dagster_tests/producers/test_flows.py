@@ -147,11 +147,21 @@ def test_the_default_store_fills_every_day_of_every_live_email_message(
     sim = simulator_factory(profiles=0, anchor=date(2026, 3, 10), time_scale=SCALE)
     account = sim.account
     live = [f for f in account.flows if f.status == "live" and not f.archived]
-    emails = sum(1 for f in live for m in f.messages if m.channel == "email")
+    window = Window.ending_on(date(2026, 3, 9), 7, account.timezone)
+    # Every email anywhere in a definition (A/B variations, behind splits), and every email removed
+    # from its flow that still reports in the window, each with a row for every day.
+    defined = [m for f in live for m in f.email_messages]
+    removed = [
+        m
+        for f in live
+        for m in f.removed_messages
+        if m.channel == "email" and any(account.flow_activity(m, day) for day in window.days)
+    ]
     with KlaviyoClient(DEFAULT_API_KEY, base_url=sim.base_url, time_scale=SCALE) as client:
-        window = Window.ending_on(date(2026, 3, 9), 7, account.timezone)
         _, summary = write(client, SyncOptions(), window, account.placed_order_metric.id)
 
-    assert summary.rows == 7 * emails
+    assert any(m.variation_of for m in defined) and removed  # the store has both kinds
+    assert summary.rows == 7 * (len(defined) + len(removed))
+    assert summary.reconciliation["messages_not_in_definition"] == len(removed)
     assert [r.operation_id for r in sim.requests].count("query_flow_series") == 1
     assert SimConfig().flows == len(account.flows)

@@ -194,3 +194,52 @@ def test_error_responses_conform(openapi: OpenAPI, sim: SimulatorServer) -> None
         )
     unauthenticated = httpx.get(f"{sim.base_url}/api/flows", headers={"revision": HEADERS["revision"]})
     check(openapi, unauthenticated, 401)
+
+
+def test_every_flow_definition_action_and_message_conforms(openapi: OpenAPI, sim: SimulatorServer) -> None:
+    """Definitions with every action type, their actions, and messages of every channel (variations too)."""
+    account = sim.account
+    channels: dict[str, str] = {}
+    with client_for(sim) as api:
+        for flow in account.flows:
+            check(openapi, api.get(f"/api/flows/{flow.id}?additional-fields[flow]=definition"), 200)
+            check(openapi, api.get(f"/api/flows/{flow.id}/flow-actions?page[size]=50"), 200)
+            for message in flow.messages:
+                key = f"{message.channel}:{'variation' if message.variation_of else 'main'}"
+                channels.setdefault(key, message.id)
+        experiments = [a for f in account.flows for a in f.actions if a.variations]
+        for action in experiments[:4]:
+            check(openapi, api.get(f"/api/flow-actions/{action.id}/flow-messages"), 200)
+        for message_id in channels.values():
+            check(openapi, api.get(f"/api/flow-messages/{message_id}?include=flow-action"), 200)
+        removed = account.removed_messages[0]
+        check(openapi, api.get(f"/api/flow-messages/{removed.id}"), 404)
+    assert {"email:main", "email:variation", "sms:main", "push-notification:main", "whatsapp:main"} <= set(
+        channels
+    )
+    assert {"webhook:main", "internal-alert:main"} <= set(channels)
+
+
+def test_campaigns_of_every_status_conform(openapi: OpenAPI, sim: SimulatorServer) -> None:
+    """Every page of campaigns (every status), and the messages of a not-sent one of each status."""
+    account = sim.account
+    with client_for(sim) as api:
+        url: str | None = (
+            "/api/campaigns?filter=equals(messages.channel,'email')&include=campaign-messages,tags"
+        )
+        while url:
+            url = check(openapi, api.get(url), 200)["links"]["next"]
+        firsts = {c.status: c for c in reversed(account.campaigns) if c.channel == "email"}
+        for campaign in firsts.values():
+            check(openapi, api.get(f"/api/campaigns/{campaign.id}/campaign-messages?include=campaign"), 200)
+    assert len(firsts) == 18
+
+
+def test_profiles_with_missing_objects_and_odd_names_conform(openapi: OpenAPI, sim: SimulatorServer) -> None:
+    """Every profile (every quirk is among 300), sorted by a non-default key, with both additional fields."""
+    with client_for(sim) as api:
+        url: str | None = (
+            "/api/profiles?sort=-updated&page[size]=100&additional-fields[profile]=subscriptions,predictive_analytics"
+        )
+        while url:
+            url = check(openapi, api.get(url), 200)["links"]["next"]
