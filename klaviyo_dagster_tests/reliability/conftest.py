@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -155,7 +156,7 @@ class Rule:
 
     method: str
     path: str
-    action: str  # reset | timeout | truncate | bad_cursor
+    action: str  # reset | timeout | truncate | bad_cursor | shift_days
     first: int = 1
     times: int = 1
     seen: int = 0
@@ -185,6 +186,8 @@ class FaultyTransport(httpx.BaseTransport):
             body = body[: len(body) // 2]
         elif action == "bad_cursor":
             body = _tamper_next_cursor(body)
+        elif action == "shift_days":
+            body = _shift_series_days(body)
         headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-length"]
         return httpx.Response(response.status_code, headers=headers, content=body, request=request)
 
@@ -215,6 +218,17 @@ def _tamper_next_cursor(body: bytes) -> bytes:
         (k, "ZXhwaXJlZA.expired-cursor" if k == "page[cursor]" else v) for k, v in parse_qsl(parts.query)
     ]
     document["links"]["next"] = urlunsplit(parts._replace(query=urlencode(query)))
+    return json.dumps(document).encode()
+
+
+def _shift_series_days(body: bytes) -> bytes:
+    """A series report whose buckets start a day late: Klaviyo read the timeframe in another zone."""
+    document = json.loads(body)
+    attributes = document["data"]["attributes"]
+    attributes["date_times"] = [
+        (datetime.fromisoformat(moment) + timedelta(days=1)).isoformat()
+        for moment in attributes["date_times"]
+    ]
     return json.dumps(document).encode()
 
 

@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 
 from klaviyo_dagster.definitions import store_resources
+from klaviyo_dagster.defs.assets import RECONCILES_WITH_KLAVIYO as RECONCILES
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME
 from klaviyo_dagster.defs.resources import (
     KLAVIYO_RESOURCE_KEY,
@@ -252,3 +253,29 @@ def test_the_daily_report_quota_exhausted_fails_at_once_and_says_so(
     # The snapshot row of the first run stays; this run made no new one.
     tables = fault_resources["ingest_store"].get_store().tables
     assert tables.count_snapshots(TINY_UPLOAD_ID) == 1
+
+
+# --- a file that does not add up to Klaviyo's report -------------------------------------------------
+
+
+def test_a_file_that_does_not_reconcile_fails_its_blocking_check_and_no_snapshot_is_made(
+    tiny_store_env, instance, fault_resources, data_dir, faulty_transport
+) -> None:
+    # The series report's days arrive one day late: the last day's numbers fall outside the window
+    # and would be silently lost from flows.csv.
+    faulty_transport.rules.append(Rule(*FLOW_SERIES, "shift_days"))
+
+    result = run_partition(instance, fault_resources)
+
+    assert not result.success
+    checks = {
+        e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations() if e.check_name == RECONCILES
+    }
+    assert not checks["flows_csv"].passed
+    assert "outside the window: 2026-03-10" in checks["flows_csv"].description
+    assert checks["campaigns_csv"].passed and checks["subscribers_csv"].passed
+    assert step_events(result, "STEP_FAILURE") == ["flows_csv"]
+    assert "snapshot" not in step_events(result, "STEP_START")  # blocked: the dashboard sees nothing new
+    tables = fault_resources["ingest_store"].get_store().tables
+    assert tables.snapshot_for_upload(TINY_UPLOAD_ID) is None
+    assert not local_object(data_dir, "flows.csv").exists()
