@@ -37,6 +37,9 @@ class Verdict:
     passed: bool
     problems: tuple[str, ...] = ()
     figures: Mapping[str, Any] = field(default_factory=dict)
+    # Allowed but worth a person's look (the run logs them as warnings), e.g. profiles kept without
+    # their subscriptions object.
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return "reconciles with Klaviyo's report" if self.passed else "; ".join(self.problems)
@@ -44,12 +47,22 @@ class Verdict:
 
 def reconcile_flows(path: Path, reconciliation: Mapping[str, Any]) -> Verdict:
     """flows.csv against its flow-series report: Delivered and Revenue totals, left-out reasons."""
-    return _reconcile_report_totals(
+    verdict = _reconcile_report_totals(
         path,
         reconciliation,
         delivered_column="Delivered",
         allowed_left_out=ALLOWED_FLOW_ROWS_LEFT_OUT,
     )
+    removed = reconciliation.get("messages_not_in_definition") or 0
+    notes = (
+        (
+            f"{removed} email message(s) reported in the window are no longer in their flow's "
+            "definition (removed, or an A/B variation ended): written under their id",
+        )
+        if removed
+        else ()
+    )
+    return Verdict(verdict.passed, verdict.problems, verdict.figures, notes)
 
 
 def reconcile_campaigns(path: Path, reconciliation: Mapping[str, Any]) -> Verdict:
@@ -83,7 +96,16 @@ def reconcile_subscribers(path: Path, reconciliation: Mapping[str, Any]) -> Verd
         )
     problems += _unexpected_reasons("profiles dropped", dropped, DROP_REASONS)
     figures = {"file_records": records, "profiles_seen": seen, "profiles_written": written, **dropped}
-    return Verdict(not problems, tuple(problems), figures)
+    doubtful = reconciliation.get("profiles_kept_subscriptions_missing") or 0
+    notes = (
+        (
+            f"{doubtful} profile(s) came without their subscriptions object: kept, with an empty "
+            "consent, as Klaviyo did not say whether they can receive email",
+        )
+        if doubtful
+        else ()
+    )
+    return Verdict(not problems, tuple(problems), figures, notes)
 
 
 def _reconcile_report_totals(

@@ -166,7 +166,7 @@ def _without_subscriptions(body: dict[str, Any]) -> None:
         profile["attributes"].pop("subscriptions", None)
 
 
-def test_profiles_returned_without_subscriptions_are_kept_with_an_empty_consent(build) -> None:
+def test_profiles_returned_without_subscriptions_are_kept_with_an_empty_consent(build, tmp_path) -> None:
     text, summary = build(SUBSCRIBERS, "/api/profiles", _without_subscriptions)
 
     found = records(text)
@@ -186,6 +186,14 @@ def test_profiles_returned_without_subscriptions_are_kept_with_an_empty_consent(
         "profiles_dropped": {"no_email": 1},
         "profiles_kept_subscriptions_missing": 5,
     }
+    path = tmp_path / "subscribers.csv"
+    path.write_bytes(text.encode())
+    verdict = SUBSCRIBERS.reconcile(path, summary.reconciliation)
+    assert verdict.passed
+    assert verdict.notes == (
+        "5 profile(s) came without their subscriptions object: kept, with an empty consent, as "
+        "Klaviyo did not say whether they can receive email",
+    )  # logged as a warning by the asset: not silent
 
 
 # --- campaigns scheduled in the window but not sent ---------------------------------------------------
