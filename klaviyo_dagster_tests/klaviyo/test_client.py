@@ -6,12 +6,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import pytest
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
 from klaviyo_dagster.klaviyo.errors import (
     KlaviyoAuthError,
     KlaviyoConfigError,
+    KlaviyoDataError,
     KlaviyoRequestError,
     KlaviyoThrottledError,
     KlaviyoUnavailableError,
@@ -298,3 +300,30 @@ def test_clients_of_one_account_pace_together(simulator_factory, klaviyo_env) ->
             second.get("/api/accounts")
 
     assert [r.status for r in sim.requests] == [200] * 8
+
+
+def _repeating(kind: str) -> httpx.MockTransport:
+    """Every page's next link (or report cursor) points back at a page already read."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if kind == "report":
+            next_link = "https://a.klaviyo.com/api/flow-series-reports?page_cursor=SAME"
+            return httpx.Response(200, json={"data": {"attributes": {}}, "links": {"next": next_link}})
+        next_link = "https://a.klaviyo.com/api/profiles?page%5Bcursor%5D=SAME"
+        return httpx.Response(200, json={"data": [], "links": {"next": next_link}})
+
+    return httpx.MockTransport(answer)
+
+
+def test_a_next_link_that_repeats_fails_rather_than_loops(klaviyo_env) -> None:
+    with KlaviyoClient("pk_test", base_url="https://a.klaviyo.com", transport=_repeating("get")) as client:
+        with pytest.raises(KlaviyoDataError, match="repeats a page already read"):
+            list(client.iter_pages("/api/profiles"))
+        assert client.stats.totals().calls == 2  # the first page, the link once: then it stops
+
+
+def test_a_report_cursor_that_repeats_fails_before_spending_the_quota(klaviyo_env) -> None:
+    with KlaviyoClient("pk_test", base_url="https://a.klaviyo.com", transport=_repeating("report")) as client:
+        with pytest.raises(KlaviyoDataError, match="POST /api/flow-series-reports"):
+            list(client.iter_report_pages("/api/flow-series-reports", {"data": {}}))
+        assert client.stats.totals().calls == 2

@@ -6,6 +6,7 @@ import logging
 import traceback
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
@@ -69,3 +70,29 @@ def test_a_rejected_key_is_not_echoed(simulator_factory, klaviyo_env, caplog, ca
     out, err = capfd.readouterr()
     assert failure.value.status == 401
     assert WRONG_SENTINEL_KEY not in seen + out + err
+
+
+def test_a_server_that_echoes_the_key_in_its_error_details_does_not_leak_it(klaviyo_env) -> None:
+    """Klaviyo's errors[] travel into failure metadata and trigger answers: scrubbed like messages."""
+    echo = {
+        "errors": [
+            {
+                "status": 401,
+                "code": "not_authenticated",
+                "title": f"Bad header Klaviyo-API-Key {SENTINEL_KEY}",
+                "detail": f"Authorization: Klaviyo-API-Key {SENTINEL_KEY} was not accepted",
+                "source": {"parameter": f"Klaviyo-API-Key {SENTINEL_KEY}"},
+            }
+        ]
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(401, json=echo))
+    with (
+        KlaviyoClient(SENTINEL_KEY, base_url="https://a.klaviyo.com", transport=transport) as client,
+        pytest.raises(KlaviyoError) as failure,
+    ):
+        client.get("/api/flows")
+
+    assert SENTINEL_KEY not in everything_said(failure.value)
+    assert failure.value.as_dict()["errors"][0]["detail"] == (
+        "Authorization: Klaviyo-API-Key [redacted] was not accepted"
+    )
