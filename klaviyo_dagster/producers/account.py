@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from functools import cache
+from zoneinfo import available_timezones
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoAuthError, KlaviyoConfigError, KlaviyoDataError
@@ -13,6 +14,7 @@ from klaviyo_dagster.klaviyo.jsonapi import attribute
 
 log = logging.getLogger(__name__)
 
+ACCOUNTS_PATH = "/api/accounts"
 PLACED_ORDER = "Placed Order"
 PREFERRED_INTEGRATION = "Shopify"
 METRIC_ENV_VAR = "SHOPIFY_PLACED_ORDER_METRIC_ID"
@@ -45,25 +47,40 @@ def account_timezone(client: KlaviyoClient) -> AccountTimezone:
     does not know raises ``KlaviyoDataError`` rather than guess.
     """
     try:
-        accounts = client.get("/api/accounts", {"fields[account]": "timezone"}).data
+        accounts = client.get(ACCOUNTS_PATH, {"fields[account]": "timezone"}).data
     except KlaviyoAuthError as exc:
-        if exc.status != 403:
+        if not _lacks_scope(exc):
             raise
         log.warning("The Klaviyo key may not read the account (%s); reading windows in UTC", exc)
         return AccountTimezone("UTC", "the key lacks the accounts:read scope (403)")
-    timezone = attribute(accounts[0], "timezone") if accounts else None
-    if not timezone:
+    if not accounts:
+        raise KlaviyoDataError(
+            "Klaviyo's GET /api/accounts returned no account; cannot tell the account's timezone",
+            endpoint=f"GET {ACCOUNTS_PATH}",
+        )
+    timezone = attribute(accounts[0], "timezone")
+    if timezone is None or timezone == "":
         log.warning("Klaviyo's account has no timezone; reading windows in UTC")
         return AccountTimezone("UTC", "GET /api/accounts returned no timezone")
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if timezone not in _known_zones():
         raise KlaviyoDataError(
-            f"Klaviyo's account timezone {timezone!r} is not a zone this machine knows; update the "
-            "tzdata package (pip install -U tzdata) rather than read the days in another zone",
-            endpoint="GET /api/accounts",
-        ) from None
+            f"Klaviyo's account timezone {timezone!r} is not an IANA zone this machine knows; update "
+            "the tzdata package (pip install -U tzdata) rather than read the days in another zone",
+            endpoint=f"GET {ACCOUNTS_PATH}",
+        )
     return AccountTimezone(timezone)
+
+
+def _lacks_scope(error: KlaviyoAuthError) -> bool:
+    """A permanent refusal to read the account: 403 ``permission_denied`` (a missing scope), not
+    e.g. a disabled account, which must fail the file."""
+    return error.status == 403 and any(detail.code == "permission_denied" for detail in error.errors)
+
+
+@cache
+def _known_zones() -> frozenset[str]:
+    """Every IANA zone name (not ``localtime`` or a file path, which ZoneInfo would also accept)."""
+    return (frozenset(available_timezones()) | {"UTC"}) - {"localtime", "posixrules"}
 
 
 def conversion_metric_id(client: KlaviyoClient, configured: str | None = None) -> str:

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
-from klaviyo_dagster.klaviyo.errors import KlaviyoRequestError
+from klaviyo_dagster.klaviyo.errors import KlaviyoDataError, KlaviyoRequestError
 from klaviyo_dagster.klaviyo.jsonapi import Document, attribute
 from klaviyo_dagster.producers.csvfile import CsvSummary, CsvWriter
 from klaviyo_dagster.producers.options import SyncOptions
-from klaviyo_dagster.producers.reports import chunks, contains_any, query_report, report_body
+from klaviyo_dagster.producers.reports import chunks, contains_any, grouping, query_report, report_body
 from klaviyo_dagster.producers.window import Window
 
 CAMPAIGNS_HEADER = (
@@ -73,6 +73,7 @@ WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", 
 # Preparing to send/schedule, every Cancelled…, Unknown) has not, and is left out and counted.
 SENT_STATUSES = frozenset({"Sent", "Variations Sent", "Sending", "Sending Segments"})
 CAMPAIGNS_PAGE_SIZE = 100
+VALUES_PATH = "/api/campaign-values-reports"
 # Why a campaign, or a values-report row, may be left out of the file; anything else is a bug.
 ALLOWED_CAMPAIGNS_LEFT_OUT = frozenset({"not_sent", "no_send_time", "sent_outside_window"})
 ALLOWED_REPORT_ROWS_LEFT_OUT = frozenset({"not_the_email_message"})
@@ -171,14 +172,7 @@ def _send_moment(campaign: dict[str, Any]) -> datetime | None:
 
 
 def _sent_campaign(page: Document, campaign: dict[str, Any]) -> SentCampaign:
-    email = next(
-        (
-            m
-            for m in page.related(campaign, "campaign-messages")
-            if attribute(m, "definition.channel") == "email"
-        ),
-        None,
-    )
+    email = _email_message(list(page.related(campaign, "campaign-messages")))
     sent_at = _send_moment(campaign)
     assert sent_at is not None  # _left_out_reason kept only campaigns with a send moment
     return SentCampaign(
@@ -190,6 +184,15 @@ def _sent_campaign(page: Document, campaign: dict[str, Any]) -> SentCampaign:
         tags=tuple(attribute(tag, "name", "") for tag in page.related(campaign, "tags")),
         audience_ids=tuple(attribute(campaign, "audiences.included", []) or []),
     )
+
+
+def _email_message(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The campaign's email message: the one whose definition says email, else its only message
+    (the list is already filtered to email campaigns; a message may come with a null definition)."""
+    for message in messages:
+        if str(attribute(message, "definition.channel", "")).lower() == "email":
+            return message
+    return messages[0] if len(messages) == 1 else None
 
 
 def campaign_values(
@@ -206,9 +209,18 @@ def campaign_values(
             group_by=("campaign_id", "campaign_message_id"),
             filter_=contains_any("campaign_id", ids),
         )
-        rows, _ = query_report(client, "/api/campaign-values-reports", body)
+        rows, _ = query_report(client, VALUES_PATH, body)
         for row in rows:
-            key = (str(row.groupings.get("campaign_id")), str(row.groupings.get("campaign_message_id")))
+            key = (
+                grouping(row, "campaign_id", VALUES_PATH),
+                grouping(row, "campaign_message_id", VALUES_PATH),
+            )
+            if key in metrics:
+                raise KlaviyoDataError(
+                    f"Klaviyo's report POST {VALUES_PATH} returned two rows for campaign {key[0]} "
+                    f"message {key[1]}; nothing was written",
+                    endpoint=f"POST {VALUES_PATH}",
+                )
             metrics[key] = row.statistics
     return metrics
 
@@ -218,12 +230,21 @@ def _reconciliation(
 ) -> dict[str, Any]:
     """What Klaviyo returned against what the file holds (contracts/csv.md, "Reconciliation").
 
-    A values-report row is used when it is a written campaign's email message; the others (another
-    message of the campaign) are counted as left out. The file's ``Successful Deliveries`` and
-    ``Revenue`` columns must add up to ``report_delivered`` and ``report_revenue``.
+    A values-report row is used when it is a written campaign's email message; a row of another
+    message of a campaign whose email message has its own row is left out as
+    ``not_the_email_message``. A campaign written with no row while the report has rows for it is
+    ``unmatched_campaign_message`` (not allowed: its metrics would be written as zeros). The file's
+    ``Successful Deliveries`` and ``Revenue`` columns must add up to ``report_delivered`` and
+    ``report_revenue``.
     """
     used = {(c.id, c.message_id or "") for c in written}
-    left_out = Counter("not_the_email_message" for key in metrics if key not in used)
+    left_out = Counter(
+        "not_the_email_message"
+        if (key[0], _message_of(written, key[0])) in metrics
+        else "unmatched_campaign_message"
+        for key in metrics
+        if key not in used
+    )
     return {
         "campaigns_seen": sum(tally.seen_by_status.values()),
         "campaigns_seen_by_status": dict(tally.seen_by_status),
@@ -236,6 +257,10 @@ def _reconciliation(
         "report_delivered": sum(metrics[key].get("delivered") or 0 for key in used if key in metrics),
         "report_revenue": sum(metrics[key].get("conversion_value") or 0 for key in used if key in metrics),
     }
+
+
+def _message_of(written: list[SentCampaign], campaign_id: str) -> str:
+    return next((c.message_id or "" for c in written if c.id == campaign_id), "")
 
 
 class AudienceNames:

@@ -16,10 +16,20 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
+from klaviyo_dagster.klaviyo.errors import KlaviyoDataError
 from klaviyo_dagster.klaviyo.jsonapi import attribute
 from klaviyo_dagster.producers.csvfile import CsvSummary, CsvWriter
 from klaviyo_dagster.producers.options import SyncOptions
-from klaviyo_dagster.producers.reports import all_of, contains_any, equals, query_report, report_body
+from klaviyo_dagster.producers.reports import (
+    all_of,
+    contains_any,
+    equals,
+    grouping,
+    query_report,
+    report_body,
+    series_days,
+    series_values,
+)
 from klaviyo_dagster.producers.window import Window
 
 FLOWS_HEADER = (
@@ -59,6 +69,7 @@ FLOW_STATISTICS = (
     "bounce_rate",
 )
 FLOWS_PAGE_SIZE = 50  # the API's maximum
+SERIES_PATH = "/api/flow-series-reports"
 
 
 # Report rows that flows.csv may leave out, and why (contracts/csv.md, "flows.csv"): anything else
@@ -173,24 +184,26 @@ def flow_series(
         filter_=all_of(contains_any("flow_id", flow_ids), equals("send_channel", "email")),
         interval="daily",
     )
-    rows, date_times = query_report(client, "/api/flow-series-reports", body)
-    days = [moment[:10] for moment in date_times]  # local midnights: the date part is the local day
-    series = []
+    rows, date_times = query_report(client, SERIES_PATH, body)
+    days = series_days(date_times, window.tz, SERIES_PATH)
+    series: dict[tuple[str, str, str], SeriesRow] = {}
     for row in rows:
         per_day: dict[str, dict[str, float]] = {}
         for name, values in row.statistics.items():
             # An array may be shorter than date_times, or null: the missing days are 0.
-            for day, value in zip(days, values or [], strict=False):
+            for day, value in zip(days, series_values(values, days, name, SERIES_PATH), strict=False):
                 per_day.setdefault(day, {})[name] = value
-        series.append(
-            SeriesRow(
-                str(row.groupings.get("flow_id")),
-                str(row.groupings.get("flow_message_id")),
-                str(row.groupings.get("send_channel", "email")),
-                per_day,
+        channel = row.groupings.get("send_channel", "email")  # asked for; absent = the filter's email
+        key = (grouping(row, "flow_id", SERIES_PATH), grouping(row, "flow_message_id", SERIES_PATH))
+        found = SeriesRow(*key, str(channel).lower(), per_day)
+        if (*key, found.channel) in series:
+            raise KlaviyoDataError(
+                f"Klaviyo's report POST {SERIES_PATH} returned two rows for flow {key[0]} message "
+                f"{key[1]} ({found.channel}); nothing was written",
+                endpoint=f"POST {SERIES_PATH}",
             )
-        )
-    return series
+        series[(*key, found.channel)] = found
+    return list(series.values())
 
 
 def _selected_messages(

@@ -28,12 +28,21 @@ PROFILES_PATH = "/api/profiles"
 SLICES = 16  # more slices than workers, so one late-heavy slice does not leave the others idle
 WORKERS = 4
 
-RowWriter = Callable[[Resource, CsvBlock], None]
+RowWriter = Callable[[Resource, CsvWriter | CsvBlock], None]
 
 
 def write_sliced(client: KlaviyoClient, params: dict[str, str], write: RowWriter, writer: CsvWriter) -> None:
-    """Scans ``GET /api/profiles`` with ``params`` in created-time slices; rows go to ``writer`` in order."""
+    """Scans ``GET /api/profiles`` with ``params`` in created-time slices; rows go to ``writer`` in order.
+
+    When the audience cannot be cut by ``created`` (the spec lets it be null, and a profile without
+    it matches no ``created`` filter), the whole scan runs as one unfiltered sequence instead.
+    """
     filters = slice_filters(client, params)
+    if filters is None:
+        for page in client.iter_pages(PROFILES_PATH, params):
+            for profile in page.data:
+                write(profile, writer)
+        return
     if not filters:
         return
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="profile-slice") as pool:
@@ -49,13 +58,18 @@ def write_sliced(client: KlaviyoClient, params: dict[str, str], write: RowWriter
             writer.append_block(block)
 
 
-def slice_filters(client: KlaviyoClient, params: dict[str, str]) -> list[str]:
-    """The slices' filters, from the earliest and latest creation times (two one-profile calls)."""
+def slice_filters(client: KlaviyoClient, params: dict[str, str]) -> list[str] | None:
+    """The slices' filters, from the earliest and latest creation times (two one-profile calls):
+    ``[]`` for an empty audience, None when a profile at either end has no ``created`` (nulls sort
+    to an end), so slicing by ``created`` would lose it."""
     probe = {key: value for key, value in params.items() if key not in ("page[size]", "sort")}
-    earliest = _first_created(client, {**probe, "sort": "created"})
-    if earliest is None:
+    first = _first_profile(client, {**probe, "sort": "created"})
+    if first is None:
         return []
-    latest = _first_created(client, {**probe, "sort": "-created"}) or earliest
+    last = _first_profile(client, {**probe, "sort": "-created"}) or first
+    earliest, latest = _created(first), _created(last)
+    if earliest is None or latest is None:
+        return None
     start, end = _floor_second(earliest), _floor_second(latest) + timedelta(seconds=1)
     step = timedelta(seconds=max(1, math.ceil((end - start).total_seconds() / SLICES)))
     bounds = [start + step * n for n in range(SLICES) if start + step * n < end]
@@ -79,9 +93,13 @@ def _scan_slice(client: KlaviyoClient, params: dict[str, str], write: RowWriter)
     return block
 
 
-def _first_created(client: KlaviyoClient, params: dict[str, str]) -> datetime | None:
+def _first_profile(client: KlaviyoClient, params: dict[str, str]) -> Resource | None:
     found = client.get(PROFILES_PATH, {**params, "page[size]": "1"}).data
-    created = attribute(found[0], "created") if found else None
+    return found[0] if found else None
+
+
+def _created(profile: Resource) -> datetime | None:
+    created = attribute(profile, "created")
     return datetime.fromisoformat(created).astimezone(UTC) if created else None
 
 

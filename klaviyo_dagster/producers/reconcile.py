@@ -124,8 +124,8 @@ def _reconcile_report_totals(
     problems = []
     if file_delivered != report_delivered:
         problems.append(
-            f"the report's delivered total is {report_delivered:g} but the file's {delivered_column} "
-            f"adds up to {file_delivered:g}"
+            f"the report's delivered total is {_exact(report_delivered)} but the file's "
+            f"{delivered_column} adds up to {_exact(file_delivered)}"
         )
     if not math.isclose(file_revenue, report_revenue, abs_tol=_REVENUE_TOLERANCE):
         problems.append(
@@ -145,6 +145,11 @@ def _reconcile_report_totals(
         "file_revenue": round(file_revenue, 2),
     }
     return Verdict(not problems, tuple(problems), figures)
+
+
+def _exact(number: float) -> str:
+    """A total as a person reads it, every digit kept: ``1,234,567`` (not ``1.23457e+06``)."""
+    return f"{number:,.0f}" if number.is_integer() else f"{number:,}"
 
 
 def _unexpected_reasons(

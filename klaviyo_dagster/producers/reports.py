@@ -10,7 +10,9 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoDataError
@@ -24,6 +26,58 @@ class ReportRow:
 
     groupings: dict[str, Any]
     statistics: dict[str, Any]
+
+
+def grouping(row: ReportRow, name: str, path: str) -> str:
+    """A grouping the request's ``group_by`` asked for, as text; raises ``KlaviyoDataError`` when
+    Klaviyo left it out (the row could not be told apart from another)."""
+    value = row.groupings.get(name)
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise KlaviyoDataError(
+            f"Klaviyo's report POST {path} returned a row without its {name!r} grouping "
+            f"(groupings {row.groupings!r}); nothing was written",
+            endpoint=f"POST {path}",
+        )
+    return str(value)
+
+
+def series_days(date_times: Sequence[Any], tz: ZoneInfo, path: str) -> list[str]:
+    """The local date (``YYYY-MM-DD`` in the account's zone) of each series bucket.
+
+    Klaviyo may send a bucket's start with the account's offset or in UTC (the spec's example is
+    ``+00:00``), so each instant is converted to the account's zone before taking its date; a naive
+    one is read as local. Two buckets on one local date, or an unreadable one, raise
+    ``KlaviyoDataError``: a day's numbers would otherwise overwrite another's.
+    """
+    days = []
+    for moment in date_times:
+        try:
+            parsed = datetime.fromisoformat(str(moment))
+        except ValueError:
+            raise _bad_series(path, f"a bucket start {moment!r} that is not a date-time") from None
+        local = parsed.astimezone(tz) if parsed.tzinfo else parsed
+        days.append(local.date().isoformat())
+    if len(set(days)) != len(days):
+        raise _bad_series(path, f"two daily buckets on one local date in {list(date_times)!r}")
+    return days
+
+
+def _bad_series(path: str, what: str) -> KlaviyoDataError:
+    return KlaviyoDataError(
+        f"Klaviyo's report POST {path} returned {what}; nothing was written", endpoint=f"POST {path}"
+    )
+
+
+def series_values(values: Any, days: Sequence[str], name: str, path: str) -> list[int | float]:
+    """A series statistic's values, one per bucket: null is no activity, a shorter array leaves the
+    last days at 0; an array longer than ``date_times`` raises (which day would the rest be?)."""
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise _bad_series(path, f"statistic {name!r} as {values!r}, not an array")
+    if len(values) > len(days):
+        raise _bad_series(path, f"statistic {name!r} with {len(values)} values for {len(days)} date_times")
+    return values
 
 
 def contains_any(field: str, values: Sequence[str]) -> str:

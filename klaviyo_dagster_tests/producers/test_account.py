@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
@@ -123,3 +124,35 @@ def test_a_wrong_key_is_an_auth_failure_not_a_utc_window(simulator_factory, monk
 def test_a_zone_this_machine_does_not_know_fails_with_its_name(simulator_factory, monkeypatch) -> None:
     with pytest.raises(KlaviyoDataError, match="Mars/Olympus_Mons"):
         _timezone_of(simulator_factory, monkeypatch, account_factory=StoreInAnUnknownZone)
+
+
+class StoreOnTheServersClock(StoreWithTimezone):
+    REPORTED = "localtime"  # ZoneInfo accepts it (this machine's zone), but it is no IANA zone
+
+
+class StoreWithANumericZone(StoreWithTimezone):
+    REPORTED = 123  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("store", [StoreOnTheServersClock, StoreWithANumericZone])
+def test_a_zone_that_is_not_an_iana_name_fails_rather_than_guess(
+    simulator_factory, monkeypatch, store
+) -> None:
+    with pytest.raises(KlaviyoDataError, match="not an IANA zone"):
+        _timezone_of(simulator_factory, monkeypatch, account_factory=store)
+
+
+def _answering(status: int, body: dict) -> KlaviyoClient:
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, json=body))
+    return KlaviyoClient("pk_test", base_url="https://a.klaviyo.com", transport=transport, enabled=True)
+
+
+def test_a_403_that_is_not_a_missing_scope_fails_the_file() -> None:
+    disabled = {"errors": [{"status": 403, "code": "account_disabled", "title": "Account disabled."}]}
+    with _answering(403, disabled) as client, pytest.raises(KlaviyoAuthError, match="403"):
+        account_timezone(client)
+
+
+def test_an_answer_without_the_account_fails_rather_than_read_utc() -> None:
+    with _answering(200, {"data": []}) as client, pytest.raises(KlaviyoDataError, match="no account"):
+        account_timezone(client)

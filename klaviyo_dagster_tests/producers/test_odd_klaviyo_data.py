@@ -13,6 +13,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from klaviyo_dagster.producers.options import SyncOptions
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimulatorServer
 from klaviyo_dagster_tests.klaviyo.conftest import FAST_RETRY
+from klaviyo_dagster_tests.producers import test_flows
 from klaviyo_dagster_tests.producers.tiny_store import DAYS, PARTITION_DATE
 
 Rewrite = Callable[[dict[str, Any]], None]  # changes a decoded JSON body in place
@@ -228,3 +230,132 @@ def test_a_sent_campaign_is_kept_whatever_its_updated_at(build) -> None:
 
     assert [r["Campaign ID"] for r in records(text)] == ["CAMP01", "CAMP06"]
     assert summary.reconciliation["campaigns_written"] == 2
+
+
+# --- found by a fresh reviewer trying to break it ------------------------------------------------------
+
+
+def _series(change: Callable[[dict[str, Any]], None]) -> Rewrite:
+    def rewrite(body: dict[str, Any]) -> None:
+        change(body["data"]["attributes"])
+
+    return rewrite
+
+
+def test_series_buckets_sent_in_utc_land_on_the_accounts_local_days(build) -> None:
+    """The spec's example sends date_times in UTC: each is a local midnight of the account's zone."""
+
+    def in_utc(attributes: dict[str, Any]) -> None:
+        attributes["date_times"] = [
+            datetime.fromisoformat(moment).astimezone(UTC).isoformat() for moment in attributes["date_times"]
+        ]
+
+    text, _ = build(FLOWS, "/api/flow-series-reports", _series(in_utc))
+
+    assert text == test_flows.EXPECTED
+
+
+def test_series_buckets_in_utc_east_of_utc_keep_their_local_days(simulator_factory, monkeypatch) -> None:
+    """Kolkata's local midnight is 18:30 UTC the day before: the date part of the UTC text is wrong."""
+    monkeypatch.setenv("KLAVIYO_ENABLE", "true")
+    sim = simulator_factory(profiles=0, seed=3, flows=6, timezone="Asia/Kolkata", time_scale=0.0001)
+
+    def flows_csv(transport: httpx.BaseTransport | None) -> str:
+        with KlaviyoClient(
+            DEFAULT_API_KEY, base_url=sim.base_url, transport=transport, time_scale=0.0001
+        ) as c:
+            out = io.StringIO(newline="")
+            SyncSession(c, SyncOptions(days=5), sim.account.local_today() - timedelta(days=1)).write(
+                FLOWS, out
+            )
+            return out.getvalue()
+
+    def in_utc(body: dict[str, Any]) -> None:
+        attributes = body["data"]["attributes"]
+        attributes["date_times"] = [
+            datetime.fromisoformat(m).astimezone(UTC).isoformat() for m in attributes["date_times"]
+        ]
+
+    as_sent = flows_csv(None)
+    assert as_sent.count("\n") > 5  # activity to compare
+    assert flows_csv(RewritingTransport("/api/flow-series-reports", in_utc)) == as_sent
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.update(date_times=[]), "with 3 values for 0 date_times"),
+        (
+            lambda a: a["results"][0]["statistics"]["delivered"].extend([5, 5, 5]),
+            "values for 3 date_times",
+        ),
+        (
+            lambda a: a.update(date_times=[a["date_times"][0]] * len(a["date_times"])),
+            "two daily buckets on one local date",
+        ),
+        (lambda a: a["results"].append(a["results"][0]), "two rows for flow FLW001 message MSG01A"),
+        (lambda a: a["results"][0]["groupings"].pop("flow_message_id"), "without its 'flow_message_id'"),
+    ],
+    ids=["no date_times", "longer array", "one day twice", "duplicate row", "no message id"],
+)
+def test_a_series_that_does_not_say_which_day_or_row_fails_flows_csv(build, change, message) -> None:
+    with pytest.raises(SyncFailed) as failure:
+        build(FLOWS, "/api/flow-series-reports", _series(change))
+
+    assert failure.value.name == "FlowSyncFailed"
+    assert message in str(failure.value)
+
+
+def test_an_upper_case_email_channel_is_still_email(build) -> None:
+    def upper(attributes: dict[str, Any]) -> None:
+        for result in attributes["results"]:
+            result["groupings"]["send_channel"] = "EMAIL"
+
+    text, _ = build(FLOWS, "/api/flow-series-reports", _series(upper))
+
+    assert text == test_flows.EXPECTED
+
+
+def test_a_campaign_message_without_a_definition_still_carries_the_campaigns_metrics(build) -> None:
+    def no_definition(body: dict[str, Any]) -> None:
+        for resource in body.get("included", []):
+            if resource["type"] == "campaign-message":
+                resource["attributes"]["definition"] = None
+
+    text, summary = build(CAMPAIGNS, "/api/campaigns", no_definition)
+
+    camp01 = records(text)[0]
+    assert (camp01["Campaign ID"], camp01["Successful Deliveries"], camp01["Subject"]) == (
+        "CAMP01",
+        "990",
+        "",
+    )
+    assert summary.reconciliation["report_rows_left_out"] == {}
+
+
+def test_duplicate_campaign_report_rows_fail_campaigns_csv(build) -> None:
+    def duplicate(body: dict[str, Any]) -> None:
+        results = body["data"]["attributes"]["results"]
+        results.append({**results[0], "statistics": {**results[0]["statistics"], "delivered": 1}})
+
+    with pytest.raises(SyncFailed, match="two rows for campaign CAMP01") as failure:
+        build(CAMPAIGNS, "/api/campaign-values-reports", duplicate)
+    assert failure.value.name == "CampaignSyncFailed"
+
+
+def test_profiles_without_created_are_scanned_whole_not_lost(build) -> None:
+    """The spec lets ``created`` be null; such a profile matches no created-time slice."""
+
+    def no_created(body: dict[str, Any]) -> None:
+        for profile in body["data"]:
+            if profile["attributes"].get("email") == "ana@example.com":
+                profile["attributes"]["created"] = None
+
+    text, summary = build(SUBSCRIBERS, "/api/profiles", no_created, audience_schema="minimal")
+
+    assert [(r["Email"], r["Created At"]) for r in records(text)] == [
+        ("ana@example.com", ""),
+        ("never@example.com", "2025-05-05T05:05:05+00:00"),
+        ("anne.marie@example.com", "2025-07-07T07:07:07+00:00"),
+    ]
+    assert summary.reconciliation["profiles_seen"] == 6
