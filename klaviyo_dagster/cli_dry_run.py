@@ -1,58 +1,126 @@
 """``python -m klaviyo_dagster dry-run``: the smoke check of the old orchestrator, without Dagster.
 
 Builds the three files for one account and date exactly as a live run would, writes nothing, and
-prints the contract's JSON (``mode``, ``rows``, ``previews``, ``ms``). On failure it prints
-``{"error": ..., "details": ...}`` and exits 1. It reads ``KLAVIYO_BASE_URL``, so it runs against
-the simulator or the real API alike.
+prints the contract's JSON (``mode``, ``rows``, ``previews``, ``ms``). On any failure, a malformed
+value included, it prints ``{"error": ..., "details": ...}`` and exits 1. It reads
+``KLAVIYO_BASE_URL``, so it runs against the simulator or the real API alike.
+
+The date defaults to the account's newest complete date, and a date whose day is not over yet for
+the account (plus the settling delay) is refused (``readiness.py``; contracts/csv.md, "Partition
+window"): it would build files of a day that has not happened. The account's timezone is the one
+recorded in the ingest database, else Klaviyo's (one call, not recorded: a dry run writes nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
-from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
+from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoError
+from klaviyo_dagster.producers.account import account_timezone
 from klaviyo_dagster.producers.options import TIMEFRAME_DAYS, SyncOptions
-from klaviyo_dagster.producers.sync import SyncFailed, dry_run
+from klaviyo_dagster.producers.sync import FLOWS, SyncFailed, dry_run
+from klaviyo_dagster.readiness import AccountZone, DateNotComplete, Readiness, utc_now
 from klaviyo_dagster.storage.store import ingest_store_from_env
+from klaviyo_dagster.storage.tables import IngestTables, MissingTable
+
+DATE_NOT_COMPLETE = "DateNotComplete"
+INVALID_OPTIONS = "InvalidOptions"
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class InvalidDate(ValueError):
+    """``--date`` is not a calendar date written YYYY-MM-DD."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--date", required=True, type=date.fromisoformat, help="partition date, YYYY-MM-DD")
+    # Values are checked by run() (SyncOptions), not argparse: a bad one gets the JSON error, exit 1.
+    parser.add_argument("--date", help="partition date, YYYY-MM-DD (default: the newest complete date)")
     parser.add_argument("--account", help="account uuid (default: KLAVIYO_ACCOUNT_ID)")
-    parser.add_argument("--days", type=int, help="window length in days (1..30)")
-    parser.add_argument("--timeframe-key", choices=sorted(TIMEFRAME_DAYS), help="campaign metrics window")
+    parser.add_argument("--days", help="window length in days (1..30)")
+    parser.add_argument(
+        "--timeframe-key", help=f"campaign metrics window: {', '.join(sorted(TIMEFRAME_DAYS))}"
+    )
     parser.add_argument("--fast", action="store_true", help="smoke mode: one flow, one message, no audience")
-    parser.add_argument("--audience-schema", choices=["required", "extended", "minimal"])
-    parser.add_argument("--audience-max-pages", type=int, help="stop the profile scan after N pages")
+    parser.add_argument("--audience-schema", help="required, extended or minimal")
+    parser.add_argument("--audience-max-pages", help="stop the profile scan after N pages")
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, now: datetime | None = None) -> int:
+    """Prints the dry run's JSON (0) or the error's (1); ``now`` decides which dates are complete."""
     out = out or sys.stdout
     try:
+        requested = _date_option(args.date)
         options = SyncOptions(mode="dry-run", fast=args.fast, **_given(args))
-        accounts = AccountDirectory(ingest_store_from_env().tables)
+        tables = ingest_store_from_env().tables
+        accounts = AccountDirectory(tables)
         account = args.account or next(iter(accounts.account_ids()), None)
         api_key = accounts.api_key_for(account) if account else None
         with KlaviyoClient(api_key) as client:
-            result: dict[str, Any] = dry_run(client, options, args.date)
+            day = _partition_date(requested, account, tables, client, now or utc_now())
+            result: dict[str, Any] = dry_run(client, options, day)
+    except InvalidDate as exc:
+        return _fail(out, INVALID_OPTIONS, [str(exc)])
     except ValidationError as exc:
         return _fail(
-            out, "InvalidOptions", [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            out, INVALID_OPTIONS, [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
         )
-    except (KlaviyoConfigError, ValueError) as exc:
+    except DateNotComplete as exc:
+        return _fail(out, DATE_NOT_COMPLETE, str(exc))
+    except (KlaviyoConfigError, MissingTable, ValueError) as exc:
         return _fail(out, "ConfigError", str(exc))
     except SyncFailed as exc:
         return _fail(out, exc.name, exc.details())
     print(json.dumps(result, ensure_ascii=False), file=out)
     return 0
+
+
+def _date_option(raw: str | None) -> date | None:
+    if raw is None:
+        return None
+    try:
+        if _ISO_DATE.match(raw):  # fromisoformat alone also takes "20260309" and ISO weeks
+            return date.fromisoformat(raw)
+    except ValueError:
+        pass
+    raise InvalidDate(f"date: must be a date YYYY-MM-DD, got {raw!r}")
+
+
+def _partition_date(
+    requested: date | None, account: str | None, tables: IngestTables, client: KlaviyoClient, now: datetime
+) -> date:
+    """The date asked for once it is complete for the account (else DateNotComplete), or by default
+    the account's newest complete date. The zone is only looked up when the answer depends on it."""
+    readiness = Readiness.from_env()
+    if requested is not None and readiness.complete_everywhere(requested, now):
+        return requested
+    zone = _zone(account, tables, client)
+    if requested is None:
+        day = readiness.newest_complete(now, zone.name)
+        print(f"dry run of {day.isoformat()}, the newest complete date in {zone.describe()}", file=sys.stderr)
+        return day
+    readiness.check(requested, now, zone, f"account {account}" if account else "the key's account")
+    return requested
+
+
+def _zone(account: str | None, tables: IngestTables, client: KlaviyoClient) -> AccountZone:
+    recorded = tables.account_timezones() if account else {}
+    if account in recorded:
+        return AccountZone(recorded[account].timezone)
+    try:
+        return AccountZone(account_timezone(client).name)
+    except KlaviyoConfigError:
+        raise
+    except KlaviyoError as exc:  # flows.csv needs the zone: the dry run itself would fail so
+        raise SyncFailed(FLOWS, exc) from exc
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:

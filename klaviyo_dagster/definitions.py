@@ -18,7 +18,7 @@ from klaviyo_dagster.defs.resources import (
     ingest_store_resource_from_env,
     klaviyo_resource_from_env,
 )
-from klaviyo_dagster.defs.schedules import klaviyo_nightly_schedule
+from klaviyo_dagster.defs.schedules import klaviyo_complete_days_schedule
 from klaviyo_dagster.defs.sensors import (
     klaviyo_accounts_sensor,
     klaviyo_catch_up_sensor,
@@ -54,7 +54,7 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[*INGEST_ASSETS, snapshot],
         jobs=[klaviyo_ingest_job, klaviyo_dry_run_job, klaviyo_cleanup_job],
-        schedules=[klaviyo_nightly_schedule, klaviyo_cleanup_schedule],
+        schedules=[klaviyo_complete_days_schedule, klaviyo_cleanup_schedule],
         sensors=[klaviyo_accounts_sensor, klaviyo_catch_up_sensor, klaviyo_run_succeeded, klaviyo_run_failed],
         resources=pipeline_resources(
             klaviyo_resource_from_env(), ingest_store_resource_from_env(), snapshot_processing_from_env()

@@ -86,7 +86,10 @@ def postgres_dsn() -> Iterator[str]:
 def clean_postgres(postgres_dsn: str) -> str:
     """The session's database with every ingest table emptied."""
     with psycopg.connect(postgres_dsn) as connection:
-        connection.execute("truncate accounts, uploads, snapshots, snapshot_totals, snapshot_series cascade")
+        connection.execute(
+            "truncate accounts, uploads, snapshots, snapshot_totals, snapshot_series, "
+            "klaviyo_dagster.account_timezones cascade"
+        )
     return postgres_dsn
 
 

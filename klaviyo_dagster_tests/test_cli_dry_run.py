@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
+
+import pytest
 
 from klaviyo_dagster.__main__ import main
+from klaviyo_dagster.cli_dry_run import add_arguments, run
 from klaviyo_dagster.sim import FaultSpec
+from klaviyo_dagster.storage.store import ingest_store_from_env
+from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID
 from klaviyo_dagster_tests.paths import PROJECT_ROOT
 from klaviyo_dagster_tests.producers import test_campaigns, test_flows
@@ -76,3 +84,105 @@ def test_the_module_runs_as_a_command(tiny_store_env) -> None:
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["rows"]["flows"] == 3
+
+
+# --- which date: the newest complete one by default, never one whose day is not over -----------------
+
+
+def run_at(now: datetime, *args: str) -> tuple[int, dict]:
+    """The command's ``run`` with its clock stopped at ``now``; (exit code, printed JSON)."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    out = io.StringIO()
+    code = run(parser.parse_args(["--days", "3", *args]), out, now=now)
+    return code, json.loads(out.getvalue())
+
+
+@pytest.fixture
+def own_store(tmp_path, monkeypatch) -> IngestTables:
+    monkeypatch.setenv("KLAVIYO_DAGSTER_DATA_DIR", str(tmp_path / "data"))
+    return ingest_store_from_env().tables
+
+
+def test_without_a_date_the_newest_complete_date_is_dry_run(tiny_store_env, own_store, capsys) -> None:
+    # The tiny store is in New York (EDT from 03-08): 03-09 ends at 04:00 UTC, complete from 07:05.
+    code, result = run_at(datetime(2026, 3, 10, 7, 5, tzinfo=UTC))
+
+    assert code == 0
+    assert result["rows"] == {"flows": 9, "campaigns": 2, "subscribers": 3}  # as with --date 2026-03-09
+    assert "dry run of 2026-03-09, the newest complete date in America/New_York" in capsys.readouterr().err
+    zone_lookups = [r for r in tiny_store_env.requests if r.operation_id == "get_accounts"]
+    assert len(zone_lookups) == 2  # the zone (not recorded here), then the dry run's own
+
+    code, result = run_at(datetime(2026, 3, 10, 7, 4, tzinfo=UTC))
+    assert code == 0
+    assert "dry run of 2026-03-08" in capsys.readouterr().err
+
+
+def test_a_recorded_zone_is_used_without_asking_klaviyo(tiny_store_env, own_store, capsys) -> None:
+    own_store.record_account_timezone(ACCOUNT_ID, "Pacific/Auckland", None, "run")
+
+    code, _ = run_at(datetime(2026, 3, 10, 14, 5, tzinfo=UTC), "--account", ACCOUNT_ID)
+
+    assert code == 0
+    assert "dry run of 2026-03-10, the newest complete date in Pacific/Auckland" in capsys.readouterr().err
+    assert len([r for r in tiny_store_env.requests if r.operation_id == "get_accounts"]) == 1  # the dry run's
+
+
+@pytest.mark.parametrize("day", ["2026-03-09", "2099-01-01"])
+def test_a_date_whose_day_is_not_over_is_refused(tiny_store_env, own_store, day) -> None:
+    code, result = run_at(datetime(2026, 3, 10, 7, 4, tzinfo=UTC), "--date", day)
+
+    assert code == 1
+    assert result["error"] == "DateNotComplete"
+    assert result["details"].startswith(
+        f"{day} is not complete yet for account {ACCOUNT_ID}: the day ends at "
+    )
+    assert (
+        "in America/New_York" in result["details"]
+        and "newest complete date is 2026-03-08" in result["details"]
+    )
+    assert [r.operation_id for r in tiny_store_env.requests] == ["get_accounts"]  # the zone, nothing else
+
+
+def test_a_date_complete_everywhere_needs_no_zone(tiny_store_env, own_store) -> None:
+    code, _ = run_at(datetime(2026, 3, 10, 15, 5, tzinfo=UTC), "--date", "2026-03-09")  # over at UTC-12 too
+
+    assert code == 0
+    assert len([r for r in tiny_store_env.requests if r.operation_id == "get_accounts"]) == 1  # the dry run's
+
+
+@pytest.mark.parametrize(
+    ("args", "details"),
+    [
+        (["--date", "2026-13-01"], ["date: must be a date YYYY-MM-DD, got '2026-13-01'"]),
+        (["--date", "20260309"], ["date: must be a date YYYY-MM-DD, got '20260309'"]),
+        (["--date", "yesterday"], ["date: must be a date YYYY-MM-DD, got 'yesterday'"]),
+        (["--days", "many"], ["days: Input should be a valid integer, unable to parse string as an integer"]),
+        (
+            ["--timeframe-key", "forever"],
+            [
+                "timeframe_key: Input should be 'last_7_days', 'last_30_days', 'last_90_days' or 'last_365_days'"
+            ],
+        ),
+    ],
+)
+def test_a_malformed_value_gets_the_json_error_not_a_usage_message(
+    tiny_store_env, capsys, args, details
+) -> None:
+    code = main(["dry-run", *args])
+
+    assert code == 1
+    assert json.loads(capsys.readouterr().out) == {"error": "InvalidOptions", "details": details}
+    assert tiny_store_env.requests == []
+
+
+def test_a_malformed_date_exits_1_with_json_from_the_command_line(tiny_store_env) -> None:
+    command = [sys.executable, "-m", "klaviyo_dagster", "dry-run", "--date", "2026-02-30"]
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout) == {
+        "error": "InvalidOptions",
+        "details": ["date: must be a date YYYY-MM-DD, got '2026-02-30'"],
+    }

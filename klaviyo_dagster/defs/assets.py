@@ -19,9 +19,11 @@ from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_
 from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.klaviyo.stats import ClientStats
+from klaviyo_dagster.producers.account import AccountTimezone
 from klaviyo_dagster.producers.csvfile import CsvSummary
 from klaviyo_dagster.producers.reconcile import Verdict
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
+from klaviyo_dagster.storage.tables import TIMEZONE_FROM_RUN, IngestTables
 
 INGEST_GROUP = "klaviyo_ingest"
 FLOWS_CSV = dg.AssetKey("flows_csv")
@@ -60,7 +62,12 @@ def produce(
                 metadata={"error": exc.name, "details": dg.MetadataValue.json(exc.details())},
             ) from None
         metadata = _metadata(summary, session, file, client.stats)
-    check = _reconciliation_check(file.reconcile(path, summary.reconciliation), options.is_dry_run)
+    if file is not SUBSCRIBERS and not options.is_dry_run:  # the window files read the zone anyway
+        _record_timezone(context, accounts.tables, account_id, session.timezone)
+    verdict = file.reconcile(path, summary.reconciliation)
+    for note in _notes(session, file, verdict):
+        context.log.warning(f"{file.filename}: {note}")
+    check = _reconciliation_check(verdict, options.is_dry_run)
     if options.is_dry_run:
         path.unlink()
         context.log_event(
@@ -72,6 +79,33 @@ def produce(
     else:
         yield dg.Output(path, metadata=metadata)
     yield check
+
+
+def _record_timezone(
+    context: dg.AssetExecutionContext, tables: IngestTables | None, account_id: str, timezone: AccountTimezone
+) -> None:
+    """Keeps the schedule's copy of the account's timezone current (``account_zones.py``).
+
+    The file does not depend on it, so a failure to write it is a warning, not a failed file; only
+    the exception's type is logged, as a database error can quote its connection string.
+    """
+    if tables is None:
+        return
+    try:
+        tables.record_account_timezone(account_id, timezone.name, timezone.fallback_reason, TIMEZONE_FROM_RUN)
+    except Exception as exc:  # any storage failure: see the docstring
+        context.log.warning(
+            f"could not record the account's timezone ({type(exc).__name__}); scheduling keeps the "
+            "previous one. Run `python -m klaviyo_dagster migrate` if the table is missing."
+        )
+
+
+def _notes(session: SyncSession, file: CsvFile, verdict: Verdict) -> list[str]:
+    """What a person should know although the file is right: doubtful rows, a UTC fallback."""
+    notes = list(verdict.notes)
+    if file is not SUBSCRIBERS and session.timezone.fallback_reason:
+        notes.append(f"the window was read in {session.timezone.describe()}")
+    return notes
 
 
 def _reconciliation_check(verdict: Verdict, dry_run: bool) -> dg.AssetCheckResult:

@@ -30,8 +30,10 @@ def _start_date() -> str:
         raise ValueError(f"{START_DATE_ENV_VAR} must be a date like 2024-01-01, got {raw!r}") from None
 
 
-# Daily in UTC; the newest key is yesterday, the last complete day.
-date_partitions = dg.DailyPartitionsDefinition(start_date=_start_date(), timezone="UTC")
+# Daily UTC dates, today's included (end_offset=1): east of UTC a day is complete before it ends in
+# UTC (Auckland's D from 14:05 UTC on D), so its key must exist by then. Which keys are complete for
+# an account is readiness.py's question, asked by the schedule, the catch-up sensor and the trigger.
+date_partitions = dg.DailyPartitionsDefinition(start_date=_start_date(), timezone="UTC", end_offset=1)
 account_partitions = dg.DynamicPartitionsDefinition(name=ACCOUNTS_PARTITIONS_NAME)
 klaviyo_partitions = dg.MultiPartitionsDefinition(
     {DATE_DIMENSION: date_partitions, ACCOUNT_DIMENSION: account_partitions}

@@ -22,6 +22,7 @@ from klaviyo_dagster.storage.store import (
 from klaviyo_dagster.storage.supabase_objects import StorageConfigError
 
 KLAVIYO_RESOURCE_KEY = "klaviyo"
+LOOKUP_TIMEOUT_SECONDS = 10.0
 
 
 class KlaviyoResource(dg.ConfigurableResource):
@@ -64,6 +65,21 @@ class KlaviyoResource(dg.ConfigurableResource):
             time_scale=self.time_scale,
             timeout_seconds=self.timeout_seconds,
             retry=RetryPolicy(max_wait_seconds=self.max_wait_seconds),
+        )
+
+    def get_lookup_client(self, api_key: str | None = None) -> KlaviyoClient:
+        """A client for one quick call inside a sensor's time limit (60 s by default).
+
+        10 s per request, one retry, no long rate-limit wait: a slow Klaviyo fails the lookup, which
+        the next evaluation repeats, rather than timing out the whole evaluation.
+        """
+        return KlaviyoClient(
+            api_key or self.api_key,
+            base_url=self.base_url,
+            revision=self.revision,
+            time_scale=self.time_scale,
+            timeout_seconds=LOOKUP_TIMEOUT_SECONDS,
+            retry=RetryPolicy(max_retries=1, max_throttle_retries=1, max_wait_seconds=LOOKUP_TIMEOUT_SECONDS),
         )
 
 

@@ -1,46 +1,101 @@
-"""Schedules: every account, every night, and the storage cleanup before it.
+"""The schedule that runs each account's day once that day is over where the account is.
 
-- ``klaviyo_nightly_schedule`` at 03:05 UTC: one ``klaviyo_ingest`` run per account for the newest
-  date partition (yesterday, UTC). Run keys name the account and date, so a tick evaluated twice
-  launches nothing twice.
-- ``klaviyo_cleanup_schedule`` at 02:00 UTC: the ``klaviyo_cleanup`` job (retention policy).
-Every run carries ``klaviyo/account`` so the instance can allow one run per account at a time.
+``klaviyo_complete_days_schedule`` ticks every 15 minutes (:05, :20, :35 and :50 UTC). At each tick,
+every account whose newest complete partition date changed since the previous tick gets one
+``klaviyo_ingest`` run for it. A date D is complete once it has ended in the account's timezone plus
+the settling delay (``readiness.py``; contracts/csv.md, "Partition window"). With the default delay
+of 3 h 05 min, D becomes complete 3 h 05 min after local midnight (03:05 local time on D+1, or an
+hour off on the nights the clocks change), which for every real zone (their offsets are whole quarter
+hours) falls exactly on a tick: 03:05 UTC for an account in UTC, 11:05 UTC (10:05 in summer) for one
+in Los Angeles.
+
+Timezones come from the ingest database (``account_zones.py``), all accounts in one query per tick;
+the schedule never calls Klaviyo. Run keys name the account and date. Dagster checks a schedule's
+run keys within one tick only, so the schedule asks for a date at the one tick it becomes complete;
+after an outage Dagster replays the last few missed ticks (5 by default), and the catch-up sensor
+covers the rest. Every run carries ``klaviyo/account`` so
+the instance can allow one run per account at a time. The cleanup schedule is in ``cleanup.py``.
 """
 
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 
+from klaviyo_dagster.account_zones import zones_of
 from klaviyo_dagster.defs.jobs import klaviyo_ingest_job
-from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
+from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, date_partitions, partition_key
+from klaviyo_dagster.defs.resources import IngestStoreResource
+from klaviyo_dagster.readiness import AccountZone, Readiness, describe_delay, utc_now
 
 ACCOUNT_TAG = "klaviyo/account"
-NIGHTLY_SCHEDULE_NAME = "klaviyo_nightly_schedule"
+COMPLETE_DAYS_SCHEDULE_NAME = "klaviyo_complete_days_schedule"
+TICK_MINUTES = 15
+TICK_OFFSET_MINUTES = 5  # with the default delay, every zone's days become complete on a tick
+COMPLETE_DAYS_CRON = ",".join(str(m) for m in range(TICK_OFFSET_MINUTES, 60, TICK_MINUTES)) + " * * * *"
+TICK = timedelta(minutes=TICK_MINUTES)
 
 
-def newest_partition_date(now: datetime | None = None) -> date:
-    """Yesterday in UTC: the last complete day."""
-    return ((now or datetime.now(UTC)).astimezone(UTC) - timedelta(days=1)).date()
+def complete_day_run_key(account: str, day: date) -> str:
+    """``<account uuid>:<YYYY-MM-DD>``: one request per account and date."""
+    return f"{account}:{day.isoformat()}"
+
+
+def ingest_request(
+    account: str, day: date, run_key: str, tags: Mapping[str, str] | None = None
+) -> dg.RunRequest:
+    """A ``klaviyo_ingest`` run of one (account, date) partition, tagged with its account."""
+    return dg.RunRequest(
+        run_key=run_key,
+        partition_key=partition_key(account, day),
+        tags={ACCOUNT_TAG: account, **(tags or {})},
+    )
+
+
+def completed_at_tick(
+    tick: datetime, zones: dict[str, AccountZone], readiness: Readiness
+) -> list[tuple[str, date]]:
+    """(account, date) of each account whose newest complete date changed in ``(tick - TICK, tick]``."""
+    first = date_partitions.start.date()
+    due = []
+    for account, zone in sorted(zones.items()):
+        day = readiness.completed_between(tick - TICK, tick, zone.name)
+        if day is not None and day >= first:
+            due.append((account, day))
+    return due
 
 
 @dg.schedule(
-    name=NIGHTLY_SCHEDULE_NAME,
-    cron_schedule="5 3 * * *",
+    name=COMPLETE_DAYS_SCHEDULE_NAME,
+    cron_schedule=COMPLETE_DAYS_CRON,
     execution_timezone="UTC",
     job=klaviyo_ingest_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
-def klaviyo_nightly_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
-    """One run per account for yesterday's partition."""
-    day = newest_partition_date(context.scheduled_execution_time)
-    accounts = sorted(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
+def klaviyo_complete_days_schedule(
+    context: dg.ScheduleEvaluationContext, ingest_store: IngestStoreResource
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """One run per account whose day became complete since the previous tick."""
+    tick = context.scheduled_execution_time or utc_now()
+    accounts = context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
     if not accounts:
         return dg.SkipReason("no account partitions yet: the klaviyo_accounts_sensor adds them")
-    return [
-        dg.RunRequest(
-            run_key=f"nightly:{account}:{day.isoformat()}",
-            partition_key=partition_key(account, day),
-            tags={ACCOUNT_TAG: account},
+    zones = zones_of(ingest_store.get_store().tables, accounts)
+    assumed = sorted(account for account, zone in zones.items() if zone.assumed)
+    if assumed:
+        context.log.warning(
+            f"timezone not recorded yet for {', '.join(assumed)}: assuming {zones[assumed[0]].name}, "
+            "where a day ends last (the klaviyo_accounts_sensor or the account's next run records it)"
         )
-        for account in accounts
-    ]
+    readiness = Readiness.from_env()
+    due = completed_at_tick(tick, zones, readiness)
+    if not due:
+        return dg.SkipReason(
+            f"no account's day became complete since {(tick - TICK).isoformat()} "
+            f"({len(zones)} account(s); settling delay {describe_delay(readiness.delay)})"
+        )
+    context.log.info(
+        "complete: "
+        + ", ".join(f"{account} {day.isoformat()} ({zones[account].name})" for account, day in due)
+    )
+    return [ingest_request(account, day, complete_day_run_key(account, day)) for account, day in due]

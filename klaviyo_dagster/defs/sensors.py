@@ -1,35 +1,46 @@
-"""Sensors: keep the account partitions in step, catch up missed nights, and tell the dashboard.
+"""Sensors: keep the account partitions in step, catch up missed days, and tell the dashboard.
 
 - ``klaviyo_accounts_sensor``: one ``klaviyo_accounts`` partition per account to sync (enabled
-  Klaviyo integrations that are not deleted, else ``KLAVIYO_ACCOUNT_ID``); adds and removes.
-- ``klaviyo_catch_up_sensor``: Dagster's scheduler does not run missed partition ticks, so this
-  requests the partitions of the last ``CATCH_UP_LOOKBACK_DAYS`` that have no snapshot and were never
-  run. A partition that ran and failed is left alone until someone relaunches it (UI or backfill).
+  Klaviyo integrations that are not deleted, else ``KLAVIYO_ACCOUNT_ID``); adds and removes, and
+  records the timezone of each account that has none recorded yet (one Klaviyo call per account).
+- ``klaviyo_catch_up_sensor``: Dagster's scheduler does not run missed ticks forever, so this
+  requests, within the last ``CATCH_UP_LOOKBACK_DAYS`` complete dates of each account, the partitions
+  with no snapshot that were never run, and again those whose last run never started or crashed
+  (``run_history.py``; at most ``CATCH_UP_MAX_RETRIES`` such failures in a row). A partition that
+  failed in a step is left for a person to relaunch (UI or backfill). It leaves each date's first
+  ``CATCH_UP_GRACE`` to the schedule, so the two never request the same date at once.
 - ``klaviyo_run_succeeded`` / ``klaviyo_run_failed``: stamp ``last_run_at`` / ``last_error`` on the
   account's integration row after each ingest run.
 """
 
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 
+from klaviyo_dagster.account_zones import discover_timezones, zones_of
 from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.defs.jobs import klaviyo_ingest_job
 from klaviyo_dagster.defs.partitions import (
     ACCOUNT_DIMENSION,
     ACCOUNTS_PARTITIONS_NAME,
-    DATE_DIMENSION,
+    date_partitions,
     partition_key,
 )
-from klaviyo_dagster.defs.resources import IngestStoreResource
-from klaviyo_dagster.defs.schedules import ACCOUNT_TAG, newest_partition_date
+from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
+from klaviyo_dagster.defs.run_history import Verdict, verdict_for
+from klaviyo_dagster.defs.schedules import ACCOUNT_TAG, ingest_request
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
+from klaviyo_dagster.readiness import AccountZone, Readiness, utc_now
 
 ACCOUNTS_SENSOR_NAME = "klaviyo_accounts_sensor"
 CATCH_UP_SENSOR_NAME = "klaviyo_catch_up_sensor"
 CATCH_UP_LOOKBACK_DAYS = 7
 CATCH_UP_MAX_RUNS_PER_TICK = 10
+CATCH_UP_MAX_RETRIES = 3
+# Longer than the schedule's 15 minutes between ticks: a date is the schedule's for its first hour.
+CATCH_UP_GRACE = timedelta(hours=1)
+CATCH_UP_TRY_TAG = "klaviyo/catch-up-try"
 LAST_ERROR_MAX_CHARS = 500
 
 
@@ -37,11 +48,17 @@ LAST_ERROR_MAX_CHARS = 500
     name=ACCOUNTS_SENSOR_NAME, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING
 )
 def klaviyo_accounts_sensor(
-    context: dg.SensorEvaluationContext, ingest_store: IngestStoreResource
+    context: dg.SensorEvaluationContext, ingest_store: IngestStoreResource, klaviyo: KlaviyoResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """Adds a partition per new account and removes those of disabled or deleted accounts."""
+    """Adds a partition per new account, removes those of disabled or deleted accounts, and records
+    the timezone of accounts that have none recorded yet."""
+    tables = ingest_store.get_store().tables
+    directory = AccountDirectory(tables)
     known = set(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
-    wanted = set(AccountDirectory(ingest_store.get_store().tables).account_ids())
+    wanted = set(directory.account_ids())
+    for found in discover_timezones(sorted(wanted), directory, tables, klaviyo.get_lookup_client):
+        log = context.log.info if found.timezone is not None else context.log.warning
+        log(f"account timezone {found.describe()}")
     added, removed = sorted(wanted - known), sorted(known - wanted)
     if not added and not removed:
         return dg.SkipReason(f"{len(known)} account partition(s), all current")
@@ -55,46 +72,73 @@ def klaviyo_accounts_sensor(
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
+def catch_up_run_key(account: str, day: date, verdict: Verdict) -> str:
+    """``catch-up:<account>:<date>``, or ``…:retry-of:<run id>`` for a run that never started or crashed.
+
+    Stable for a given history (a sensor launches one run per key), new after each failed run.
+    """
+    key = f"catch-up:{account}:{day.isoformat()}"
+    return f"{key}:retry-of:{verdict.retry_of}" if verdict.retry_of else key
+
+
 @dg.sensor(
     name=CATCH_UP_SENSOR_NAME,
     job=klaviyo_ingest_job,
     minimum_interval_seconds=900,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def klaviyo_catch_up_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest] | dg.SkipReason:
-    """Requests missed partitions of the last week (at most ``CATCH_UP_MAX_RUNS_PER_TICK`` per tick)."""
-    missing = list(_missing_partitions(context.instance, newest_partition_date()))
-    if not missing:
-        return dg.SkipReason(f"no missing partitions in the last {CATCH_UP_LOOKBACK_DAYS} days")
-    context.log.info(f"{len(missing)} missing partition(s); requesting up to {CATCH_UP_MAX_RUNS_PER_TICK}")
-    return (
-        dg.RunRequest(
-            run_key=f"catch-up:{account}:{day.isoformat()}",
-            partition_key=partition_key(account, day),
-            tags={ACCOUNT_TAG: account},
-        )
-        for account, day in missing[:CATCH_UP_MAX_RUNS_PER_TICK]
+def klaviyo_catch_up_sensor(
+    context: dg.SensorEvaluationContext, ingest_store: IngestStoreResource
+) -> list[dg.RunRequest] | dg.SkipReason:
+    """Requests missed and never-started partitions, oldest first, at most ``CATCH_UP_MAX_RUNS_PER_TICK``."""
+    now = utc_now()
+    accounts = context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
+    zones = zones_of(ingest_store.get_store().tables, accounts)
+    missing = missing_partitions(context.instance, zones, Readiness.from_env(), now)
+    requests: list[dg.RunRequest] = []
+    left: dict[str, int] = {}
+    for account, day in missing:
+        if len(requests) == CATCH_UP_MAX_RUNS_PER_TICK:
+            break
+        verdict = verdict_for(context.instance, account, day, CATCH_UP_MAX_RETRIES)
+        if not verdict.request:
+            left[verdict.reason] = left.get(verdict.reason, 0) + 1
+            continue
+        tags = {CATCH_UP_TRY_TAG: str(verdict.tries)} if verdict.retry_of else {}
+        requests.append(ingest_request(account, day, catch_up_run_key(account, day, verdict), tags))
+        context.log.info(f"requesting {account} {day.isoformat()}: {verdict.reason}")
+    summary = (
+        f"{len(missing)} complete partition(s) of the last {CATCH_UP_LOOKBACK_DAYS} days without a snapshot"
     )
+    if left:
+        summary += "; left alone: " + ", ".join(f"{count} {reason}" for reason, count in sorted(left.items()))
+    if not requests:
+        return dg.SkipReason(summary)
+    context.log.info(summary)
+    return requests
 
 
-def _missing_partitions(instance: dg.DagsterInstance, newest: date) -> Iterator[tuple[str, date]]:
-    """(account, date) pairs, oldest first, with no snapshot and no run ever launched for them."""
-    accounts = instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
+def missing_partitions(
+    instance: dg.DagsterInstance, zones: dict[str, AccountZone], readiness: Readiness, now: datetime
+) -> list[tuple[str, date]]:
+    """(account, date) pairs with no snapshot, oldest first, among each account's last
+    ``CATCH_UP_LOOKBACK_DAYS`` dates complete for at least ``CATCH_UP_GRACE``."""
     materialized = instance.get_materialized_partitions(SNAPSHOT)
+    missing = [
+        (day, account)
+        for account, zone in zones.items()
+        for day in _lookback(readiness.newest_complete(now - CATCH_UP_GRACE, zone.name))
+        if str(partition_key(account, day)) not in materialized
+    ]
+    return [(account, day) for day, account in sorted(missing)]
+
+
+def _lookback(newest: date) -> Iterator[date]:
+    first = date_partitions.start.date()
     for offset in range(CATCH_UP_LOOKBACK_DAYS - 1, -1, -1):
         day = newest - timedelta(days=offset)
-        for account in sorted(accounts):
-            if str(partition_key(account, day)) in materialized or _has_run(instance, account, day):
-                continue
-            yield account, day
-
-
-def _has_run(instance: dg.DagsterInstance, account: str, day: date) -> bool:
-    tags = {
-        f"dagster/partition/{ACCOUNT_DIMENSION}": account,
-        f"dagster/partition/{DATE_DIMENSION}": day.isoformat(),
-    }
-    return bool(instance.get_run_records(filters=dg.RunsFilter(tags=tags), limit=1))
+        if day >= first:
+            yield day
 
 
 @dg.run_status_sensor(

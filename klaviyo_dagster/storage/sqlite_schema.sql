@@ -64,3 +64,12 @@ create table if not exists account_integrations (
 
 create index if not exists snapshots_upload_id_idx on snapshots (upload_id);
 create index if not exists snapshots_account_id_idx on snapshots (account_id);
+
+-- supabase/migrations/20261130000000_account_timezones.sql (Postgres keeps it in schema klaviyo_dagster).
+create table if not exists klaviyo_account_timezones (
+  account_id text primary key,
+  timezone text not null,
+  fallback_reason text,
+  source text not null check (source in ('discovery', 'run')),
+  updated_at text not null default current_timestamp
+);

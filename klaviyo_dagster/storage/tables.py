@@ -27,6 +27,9 @@ SNAPSHOT_LABEL = "Orchestrated Update"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
 SQLITE_SCHEMA = Path(__file__).with_name("sqlite_schema.sql")
+# Who last wrote an account's timezone: the accounts sensor when it found the account, or a live run.
+TIMEZONE_FROM_DISCOVERY = "discovery"
+TIMEZONE_FROM_RUN = "run"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,17 @@ class Integration:
     deleted: bool
 
 
+@dataclass(frozen=True)
+class RecordedTimezone:
+    """An account's Klaviyo timezone as last recorded (table ``account_timezones``)."""
+
+    account_id: str
+    timezone: str
+    fallback_reason: str | None  # set when Klaviyo gave no zone and the files are read in UTC
+    source: str  # TIMEZONE_FROM_DISCOVERY or TIMEZONE_FROM_RUN
+    updated_at: str
+
+
 class _Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
@@ -60,6 +74,8 @@ class Dialect(ABC):
     name: str
     lock_upload = ""  # row lock taken on the upload while its snapshot is written
     json_param = "?"
+    # This project's own table of account timezones (supabase/migrations/*_account_timezones.sql).
+    timezones_table = "klaviyo_account_timezones"
 
     @abstractmethod
     def partition_date(self) -> str:
@@ -77,6 +93,7 @@ class PostgresDialect(Dialect):
     name = "postgres"
     lock_upload = " for update"
     json_param = "cast(? as jsonb)"
+    timezones_table = "klaviyo_dagster.account_timezones"  # off Supabase's Data API (public only)
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
@@ -280,6 +297,34 @@ class IngestTables:
         )
         return (str(row[0]) if row and row[0] else None, row[1] if row else None)
 
+    def account_timezones(self) -> dict[str, RecordedTimezone]:
+        """Every recorded account timezone, by account id, in one query (read on every schedule tick)."""
+        with _migrated(self.dialect.timezones_table):
+            rows = self._all(
+                "select account_id, timezone, fallback_reason, source, updated_at "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                f"from {self.dialect.timezones_table}",
+                (),
+            )
+        return {
+            str(account): RecordedTimezone(str(account), timezone, reason, source, str(updated))
+            for account, timezone, reason, source, updated in rows
+        }
+
+    def record_account_timezone(
+        self, account_id: str, timezone: str, fallback_reason: str | None, source: str
+    ) -> None:
+        """Inserts or replaces the account's timezone; ``source`` says who read it from Klaviyo."""
+        now = datetime.now(UTC).isoformat()
+        with _migrated(self.dialect.timezones_table), self._transaction() as tx:
+            tx.execute(
+                f"insert into {self.dialect.timezones_table} "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                "(account_id, timezone, fallback_reason, source, updated_at) values (?, ?, ?, ?, ?) "
+                "on conflict (account_id) do update set timezone = excluded.timezone, "
+                "fallback_reason = excluded.fallback_reason, source = excluded.source, "
+                "updated_at = excluded.updated_at",
+                (account_id, timezone, fallback_reason, source, now),
+            )
+
     def count_snapshots(self, upload_id: str) -> int:
         return int(self._one("select count(*) from snapshots where upload_id = ?", (upload_id,))[0])
 
@@ -352,6 +397,10 @@ class UnknownAccount(Exception):
     """The account has no row in the dashboard's ``accounts`` table."""
 
 
+class MissingTable(Exception):
+    """A table of this project is missing: the database was not migrated since it was added."""
+
+
 @contextmanager
 def _foreign_keys_named(account_id: str) -> Iterator[None]:
     try:
@@ -362,6 +411,18 @@ def _foreign_keys_named(account_id: str) -> Iterator[None]:
         raise UnknownAccount(
             f"Account {account_id} is not in the dashboard's accounts table: create the account in the "
             "dashboard first (or check KLAVIYO_ACCOUNT_ID)."
+        ) from None
+
+
+@contextmanager
+def _migrated(table: str) -> Iterator[None]:
+    """A missing table (Postgres not migrated since it was added) becomes MissingTable, naming the fix."""
+    try:
+        yield
+    except psycopg.errors.UndefinedTable:
+        raise MissingTable(
+            f"The table {table} does not exist: run `python -m klaviyo_dagster migrate` (it only "
+            "creates what is missing)"
         ) from None
 
 

@@ -2,10 +2,12 @@
 
 Checks, in the old endpoint's order: ``KLAVIYO_ENABLE`` (501), the secret (401, constant-time; an
 unset ``ADMIN_JOB_SECRET`` refuses everything), the body's size (413), the parameters (400 naming
-the parameter; a live call without ``accountId`` before anything else), the account's Klaviyo key
-(400 ``Missing klaviyoApiKey``). A dry run then builds the three files here and answers 200 (502 on
-a producer failure, 504 past the time limit); a live call launches or finds the partition's run in
-Dagster and answers 202. Every answer is JSON; the log line of a request never holds the secret.
+the parameter; a live call without ``accountId`` before anything else; a date whose day is not over
+for the account yet, ``readiness.py``), the account's Klaviyo key (400 ``Missing klaviyoApiKey``).
+Without a date, the account's newest complete date is synced. A dry run then builds the three files
+here and answers 200 (502 on a producer failure, 504 past the time limit); a live call launches or
+finds the partition's run in Dagster and answers 202. Every answer is JSON; the log line of a
+request never holds the secret.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -30,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from klaviyo_dagster.account_zones import zone_of
 from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
 from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
@@ -45,6 +48,7 @@ from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.processing.remote import SECRET_HEADER  # the web app's admin-secret header
 from klaviyo_dagster.producers.sync import SyncFailed, dry_run
+from klaviyo_dagster.readiness import AccountZone, DateNotComplete
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.trigger.dagster_api import (
@@ -135,15 +139,45 @@ class TriggerService:
             params, default_mode = flatten_body(await self._json_body(request)), "dry-run"
         else:
             params, default_mode = flatten_query(request.query_params.multi_items()), "live"
-        trigger = parse(
-            params,
-            default_mode=default_mode,
-            idempotency_header=request.headers.get(IDEMPOTENCY_HEADER),
-            today=datetime.now(UTC).date(),
+        now = self.settings.clock()
+        trigger = await run_in_threadpool(
+            functools.partial(
+                parse,
+                params,
+                default_mode=default_mode,
+                idempotency_header=request.headers.get(IDEMPOTENCY_HEADER),
+                default_date=functools.partial(self._newest_complete, now=now),
+            )
         )
+        if trigger.date_parameter is not None:
+            await run_in_threadpool(self._check_complete, trigger, now)
         if trigger.is_live:
             return await self._live(trigger)
         return await self._dry_run(trigger)
+
+    # --- which dates are complete (readiness.py) -----------------------------------------------------
+
+    def _newest_complete(self, account_id: str | None, now: datetime) -> date:
+        """The default partition date: the account's newest date complete at ``now``."""
+        return self.settings.readiness.newest_complete(now, _zone(account_id).name)
+
+    def _check_complete(self, trigger: TriggerRequest, now: datetime) -> None:
+        """400 naming the parameter when the date asked for is not complete for the account yet."""
+        readiness, day = self.settings.readiness, trigger.partition_date
+        if readiness.complete_everywhere(day, now):  # no need to know the zone (nor read the database)
+            return
+        account = _account(trigger.account_id)
+        try:
+            readiness.check(day, now, _zone(account), f"account {account or '(the environment key)'}")
+        except DateNotComplete as exc:
+            raise BadRequest(
+                f"{trigger.date_parameter}: {exc}",
+                trigger.date_parameter,
+                details={
+                    "readyAt": exc.ready_at.isoformat(),
+                    "newestComplete": exc.newest_complete.isoformat(),
+                },
+            ) from None
 
     async def _dry_run(self, trigger: TriggerRequest) -> Response:
         client = await run_in_threadpool(_dry_run_client, trigger.account_id)
@@ -167,9 +201,9 @@ class TriggerService:
     async def _live(self, trigger: TriggerRequest) -> Response:
         assert trigger.account_id is not None  # parse() refuses a live call without one
         account, day = trigger.account_id, trigger.partition_date
-        first, newest = date_partitions.start.date(), datetime.now(UTC).date() - timedelta(days=1)
-        if not first <= day <= newest:
-            raise BadRequest(f"end must be a partition date between {first} and {newest}, got {day}", "end")
+        first = date_partitions.start.date()
+        if day < first:  # complete dates are checked in update(): the newest key is today (UTC)
+            raise BadRequest(f"end must be a partition date from {first}, got {day}", "end")
         await run_in_threadpool(_account_key, account)  # 400 Missing klaviyoApiKey, before launching
 
         key = partition_key(account, day)
@@ -238,6 +272,17 @@ class TriggerService:
 
 
 # --- blocking helpers (run in threads) --------------------------------------------------------------
+
+
+def _account(account_id: str | None) -> str | None:
+    """The account asked for, else the deployment's first (as the CLI); None: the environment's key."""
+    return account_id or next(iter(AccountDirectory(ingest_store_from_env().tables).account_ids()), None)
+
+
+def _zone(account_id: str | None) -> AccountZone:
+    """The account's recorded timezone (one read of the table, no Klaviyo call), else the assumed one."""
+    account = _account(account_id)
+    return zone_of(ingest_store_from_env().tables.account_timezones() if account else {}, account)
 
 
 def _account_key(account_id: str | None) -> str | None:

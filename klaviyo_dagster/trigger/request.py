@@ -9,9 +9,9 @@ drift apart. Every bad value raises BadRequest naming the parameter as the calle
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from pydantic import ValidationError
@@ -65,6 +65,8 @@ class TriggerRequest:
     options: SyncOptions
     partition_date: date
     idempotency_key: str
+    # The parameter that named the date ("end" or "idempotency"); None: the account's newest complete date.
+    date_parameter: str | None = None
 
     @property
     def is_live(self) -> bool:
@@ -105,9 +107,13 @@ def parse(
     *,
     default_mode: str,
     idempotency_header: str | None,
-    today: date,
+    default_date: Callable[[str | None], date],
 ) -> TriggerRequest:
-    """The request's mode, account, options, partition date and idempotency key; BadRequest on any error."""
+    """The request's mode, account, options, partition date and idempotency key; BadRequest on any error.
+
+    Without ``end`` or a ``nightly-YYYY-MM-DD`` key, the date is ``default_date(account_id)``: the
+    account's newest complete date (the caller knows where the account's timezone is kept).
+    """
     mode = params.get("mode") or default_mode
     if mode not in MODES:
         raise BadRequest(f"mode must be one of {', '.join(MODES)}, got {mode!r}", "mode")
@@ -129,7 +135,8 @@ def parse(
     end = _date(params, "end")
     start = _date(params, "start")
     key_date = _nightly_date(key)
-    partition_date = end or key_date or today - timedelta(days=1)
+    date_parameter = "end" if end else "idempotency" if key_date else None
+    partition_date = end or key_date or default_date(account_id)
 
     given = _given_options(params)
     if start is not None:
@@ -154,6 +161,7 @@ def parse(
         options=options,
         partition_date=partition_date,
         idempotency_key=key or f"nightly-{partition_date.isoformat()}",
+        date_parameter=date_parameter,
     )
 
 

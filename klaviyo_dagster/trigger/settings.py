@@ -7,10 +7,12 @@ reads its switch on every call); the rest once, when the app is created.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from klaviyo_dagster.klaviyo.client import is_enabled
+from klaviyo_dagster.readiness import Readiness, utc_now
 
 SECRET_ENV_VAR = "ADMIN_JOB_SECRET"  # noqa: S105 - a variable name, not a secret  # nosec B105
 ENABLE_ENV_VAR = "KLAVIYO_ENABLE"
@@ -48,6 +50,9 @@ class TriggerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     dry_run_timeout_seconds: float = DEFAULT_DRY_RUN_TIMEOUT_SECONDS
     body_read_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS
+    # Which partition dates are complete (KLAVIYO_SETTLING_DELAY_MINUTES), and the time it is now.
+    readiness: Readiness = field(default_factory=Readiness)
+    clock: Callable[[], datetime] = utc_now
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TriggerSettings:
@@ -58,6 +63,7 @@ class TriggerSettings:
             dagster_location=env.get(DAGSTER_LOCATION_ENV_VAR) or DEFAULT_DAGSTER_LOCATION,
             max_body_bytes=int(_positive(env, MAX_BODY_ENV_VAR, DEFAULT_MAX_BODY_BYTES)),
             dry_run_timeout_seconds=_positive(env, DRY_RUN_TIMEOUT_ENV_VAR, DEFAULT_DRY_RUN_TIMEOUT_SECONDS),
+            readiness=Readiness.from_env(env),
         )
 
     @property

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import pytest
 
+from klaviyo_dagster.accounts import encrypt_api_key
 from klaviyo_dagster.defs.partitions import (
     ACCOUNTS_PARTITIONS_NAME,
     date_partitions,
@@ -14,18 +15,34 @@ from klaviyo_dagster.defs.partitions import (
     partition_key,
     split_partition_key,
 )
-from klaviyo_dagster.defs.resources import IngestStoreResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.defs.sensors import klaviyo_accounts_sensor
+from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
 
 ACCOUNT = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
+OTHER = "bbbbbbbb-0000-4000-8000-000000000002"
 # A store with no account_integrations rows: the env account is the one to sync.
 EMPTY_STORE = IngestStoreResource(data_dir="/nonexistent/klaviyo-dagster-test")
+KLAVIYO = KlaviyoResource(time_scale=TINY_TIME_SCALE)
 
 
-def test_the_sensor_registers_the_env_account_once(monkeypatch) -> None:
+def accounts_sensor(
+    instance: dg.DagsterInstance, store: IngestStoreResource
+) -> dg.SensorResult | dg.SkipReason:
+    with dg.build_sensor_context(instance=instance) as context:
+        return klaviyo_accounts_sensor(context, ingest_store=store, klaviyo=KLAVIYO)
+
+
+@pytest.fixture
+def klaviyo_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Klaviyo source switched off: a timezone lookup fails before any call."""
+    monkeypatch.setenv("KLAVIYO_ENABLE", "false")
+
+
+def test_the_sensor_registers_the_env_account_once(monkeypatch, klaviyo_off) -> None:
     monkeypatch.setenv("KLAVIYO_ACCOUNT_ID", ACCOUNT)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = klaviyo_accounts_sensor(dg.build_sensor_context(instance=instance), ingest_store=EMPTY_STORE)
+        result = accounts_sensor(instance, EMPTY_STORE)
         assert isinstance(result, dg.SensorResult)
         (request,) = result.dynamic_partitions_requests
         assert (request.partitions_def_name, list(request.partition_keys)) == (
@@ -34,29 +51,71 @@ def test_the_sensor_registers_the_env_account_once(monkeypatch) -> None:
         )
 
         instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT])
-        again = klaviyo_accounts_sensor(dg.build_sensor_context(instance=instance), ingest_store=EMPTY_STORE)
+        again = accounts_sensor(instance, EMPTY_STORE)
         assert isinstance(again, dg.SkipReason)
 
 
-def test_without_an_account_the_sensor_skips(monkeypatch) -> None:
+def test_without_an_account_the_sensor_skips(monkeypatch, klaviyo_off) -> None:
     monkeypatch.delenv("KLAVIYO_ACCOUNT_ID", raising=False)
     with dg.DagsterInstance.ephemeral() as instance:
-        assert isinstance(
-            klaviyo_accounts_sensor(dg.build_sensor_context(instance=instance), ingest_store=EMPTY_STORE),
-            dg.SkipReason,
-        )
+        assert isinstance(accounts_sensor(instance, EMPTY_STORE), dg.SkipReason)
 
 
-def test_a_malformed_account_id_is_refused(monkeypatch) -> None:
+def test_a_malformed_account_id_is_refused(monkeypatch, klaviyo_off) -> None:
     monkeypatch.setenv("KLAVIYO_ACCOUNT_ID", "../../etc")
     with dg.DagsterInstance.ephemeral() as instance, pytest.raises(Exception, match="account uuid"):
-        klaviyo_accounts_sensor(dg.build_sensor_context(instance=instance), ingest_store=EMPTY_STORE)
+        accounts_sensor(instance, EMPTY_STORE)
 
 
-def test_the_newest_date_partition_is_yesterday_utc() -> None:
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
-    assert date_partitions.get_last_partition_key() == yesterday.isoformat()
-    assert date_partitions.get_first_partition_key() == "2024-01-01"
+def test_the_accounts_sensor_adds_new_and_removes_gone_accounts(
+    clean_postgres, monkeypatch, klaviyo_off
+) -> None:
+    store = IngestStoreResource(supabase_url="https://x.test", service_role_key="k", db_url=clean_postgres)
+    tables = store.get_store().tables
+    monkeypatch.setenv("INTEGRATIONS_ENC_KEY", "enc")
+    monkeypatch.delenv("KLAVIYO_ACCOUNT_ID", raising=False)
+    for account, enabled in ((ACCOUNT, True), (OTHER, False)):
+        tables.ensure_account(account, "store")
+        with tables._transaction() as tx:
+            tx.execute(
+                "insert into account_integrations (account_id, provider, encrypted_api_key, enabled) values (?, 'klaviyo', ?, ?)",
+                (account, encrypt_api_key("pk_x", "enc"), enabled),
+            )
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [OTHER])  # was synced before being disabled
+
+        result = accounts_sensor(instance, store)
+
+    added, removed = result.dynamic_partitions_requests
+    assert (type(added), list(added.partition_keys)) == (dg.AddDynamicPartitionsRequest, [ACCOUNT])
+    assert (type(removed), list(removed.partition_keys)) == (dg.DeleteDynamicPartitionsRequest, [OTHER])
+    assert tables.account_timezones() == {}  # Klaviyo is off: looked up again on the next evaluation
+
+
+def test_a_new_accounts_timezone_is_read_once_from_klaviyo_and_recorded(tiny_store_env, tmp_path) -> None:
+    store = IngestStoreResource(data_dir=str(tmp_path / "data"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = accounts_sensor(instance, store)
+        calls = [r.operation_id for r in tiny_store_env.requests]
+        instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT_ID])
+        again = accounts_sensor(instance, store)
+
+    assert list(first.dynamic_partitions_requests[0].partition_keys) == [ACCOUNT_ID]
+    assert isinstance(again, dg.SkipReason)
+    assert calls == ["get_accounts"]  # one call when the account was found, none after
+    assert [r.operation_id for r in tiny_store_env.requests] == calls
+    recorded = store.get_store().tables.account_timezones()[ACCOUNT_ID]
+    assert (recorded.timezone, recorded.fallback_reason, recorded.source) == (
+        "America/New_York",
+        None,
+        "discovery",
+    )
+
+
+def test_the_newest_date_partition_is_today_utc() -> None:
+    # East of UTC a day is complete before it ends in UTC, so today's key must exist (readiness.py).
+    keys = date_partitions.get_partition_keys(current_time=datetime(2026, 3, 10, 0, 30, tzinfo=UTC))
+    assert (keys[0], keys[-1]) == ("2024-01-01", "2026-03-10")
 
 
 def test_partition_keys_round_trip_and_name_both_dimensions() -> None:

@@ -6,11 +6,12 @@ import threading
 from datetime import date
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from klaviyo_dagster.processing.metrics import SeriesPoint, SnapshotMetrics
 from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.tables import IngestTables, UnknownAccount
+from klaviyo_dagster.storage.tables import IngestTables, MissingTable, UnknownAccount
 
 ACCOUNT = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 OTHER_ACCOUNT = "6c1d8b4f-3a5e-4d2b-8f9c-2e3d4c5b6a71"
@@ -121,3 +122,50 @@ def test_concurrent_runs_of_one_partition_make_one_snapshot(tables: IngestTables
 
     assert len(set(results)) == 1
     assert tables.count_snapshots(nightly_upload_id(ACCOUNT, D1)) == 1
+
+
+def test_account_timezones_are_recorded_replaced_and_read_in_one_query(tables: IngestTables) -> None:
+    assert tables.account_timezones() == {}
+    tables.record_account_timezone(ACCOUNT, "UTC", "the key lacks the accounts:read scope (403)", "discovery")
+    tables.record_account_timezone(OTHER_ACCOUNT, "Pacific/Auckland", None, "discovery")
+    tables.record_account_timezone(ACCOUNT, "America/St_Johns", None, "run")  # a run read it again
+
+    recorded = tables.account_timezones()
+
+    assert {
+        account: (row.timezone, row.fallback_reason, row.source) for account, row in recorded.items()
+    } == {
+        ACCOUNT: ("America/St_Johns", None, "run"),
+        OTHER_ACCOUNT: ("Pacific/Auckland", None, "discovery"),
+    }
+    assert all(row.account_id == account and row.updated_at for account, row in recorded.items())
+
+
+def test_the_timezones_table_stays_off_the_dashboards_public_schema(clean_postgres) -> None:
+    tables = IngestTables.postgres(clean_postgres)
+    with psycopg.connect(clean_postgres) as connection:
+        public = {
+            r[0] for r in connection.execute("select tablename from pg_tables where schemaname = 'public'")
+        }
+        own = {
+            r[0]
+            for r in connection.execute(
+                "select tablename from pg_tables where schemaname = 'klaviyo_dagster'"
+            )
+        }
+    assert own == {"account_timezones"} and "account_timezones" not in public
+    assert tables.account_timezones() == {}
+
+
+def test_an_unmigrated_database_names_the_fix(clean_postgres) -> None:
+    tables = IngestTables.postgres(clean_postgres)
+    with psycopg.connect(clean_postgres) as connection:
+        connection.execute("drop table klaviyo_dagster.account_timezones")
+    try:
+        with pytest.raises(MissingTable, match="python -m klaviyo_dagster migrate"):
+            tables.account_timezones()
+        with pytest.raises(MissingTable, match="python -m klaviyo_dagster migrate"):
+            tables.record_account_timezone(ACCOUNT, "UTC", None, "run")
+    finally:
+        tables.migrate()
+    assert tables.account_timezones() == {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -292,9 +292,17 @@ def test_a_finished_run_is_not_reused(trigger, fake_dagster) -> None:
     assert second != first
 
 
-def test_get_and_post_launch_the_same_run(trigger, fake_dagster) -> None:
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    post = trigger.post(
+def fixed_clock_trigger(serve, fake_dagster, now: datetime):
+    """The trigger as served, with the clock stopped at ``now`` (which dates are complete)."""
+    settings = TriggerSettings.from_env()
+    settings.clock = lambda: now
+    return serve(settings, fake_dagster)
+
+
+def test_get_and_post_launch_the_same_run(trigger_env, serve, fake_dagster) -> None:
+    ingest_store_from_env().tables.record_account_timezone(ACCOUNT_ID, "America/Los_Angeles", None, "run")
+    client = fixed_clock_trigger(serve, fake_dagster, datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
+    post = client.post(
         UPDATE_PATH,
         json={
             "mode": "live",
@@ -305,13 +313,13 @@ def test_get_and_post_launch_the_same_run(trigger, fake_dagster) -> None:
         headers=AUTH,
     )
     fake_dagster.set_status(post.json()["runId"], "FAILURE")
-    get = trigger.get(
+    get = client.get(
         UPDATE_PATH,
         params={"token": SECRET, "accountId": ACCOUNT_ID, "fast": "1", "timeframeKey": "last_7_days"},
     )
     assert post.status_code == get.status_code == 202
-    assert post.json()["idempotencyKey"] == get.json()["idempotencyKey"] == f"nightly-{yesterday}"
-    assert post.json()["partition"] == get.json()["partition"] == f"{ACCOUNT_ID}|{yesterday}"
+    assert post.json()["idempotencyKey"] == get.json()["idempotencyKey"] == f"nightly-{DAY}"
+    assert post.json()["partition"] == get.json()["partition"] == f"{ACCOUNT_ID}|{DAY}"
     first, second = fake_dagster.launches
     assert first["run_config"] == second["run_config"]
     assert first["run_config"]["ops"]["subscribers_csv"]["config"] == {
@@ -319,6 +327,58 @@ def test_get_and_post_launch_the_same_run(trigger, fake_dagster) -> None:
         "timeframe_key": "last_7_days",
     }
     assert first["tags"] == second["tags"]
+
+
+@pytest.mark.parametrize(
+    ("zone", "now", "newest"),
+    [
+        ("America/Los_Angeles", datetime(2026, 3, 10, 10, 4, tzinfo=UTC), "2026-03-08"),
+        ("America/Los_Angeles", datetime(2026, 3, 10, 10, 5, tzinfo=UTC), "2026-03-09"),  # PDT + 3 h 05
+        ("Pacific/Auckland", datetime(2026, 3, 10, 14, 5, tzinfo=UTC), "2026-03-10"),  # NZDT: on D itself
+        ("UTC", datetime(2026, 3, 10, 3, 5, tzinfo=UTC), "2026-03-09"),
+        (None, datetime(2026, 3, 10, 15, 4, tzinfo=UTC), "2026-03-08"),  # not recorded: UTC-12 assumed
+        (None, datetime(2026, 3, 10, 15, 5, tzinfo=UTC), "2026-03-09"),
+    ],
+)
+def test_without_a_date_the_accounts_newest_complete_date_is_synced(
+    trigger_env, serve, fake_dagster, zone, now, newest
+) -> None:
+    if zone is not None:
+        ingest_store_from_env().tables.record_account_timezone(ACCOUNT_ID, zone, None, "discovery")
+    client = fixed_clock_trigger(serve, fake_dagster, now)
+
+    response = client.get(UPDATE_PATH, params={"token": SECRET, "accountId": ACCOUNT_ID})
+
+    assert response.status_code == 202, response.text
+    assert response.json()["partition"] == f"{ACCOUNT_ID}|{newest}"
+    assert response.json()["idempotencyKey"] == f"nightly-{newest}"
+
+
+def test_a_date_not_complete_for_the_account_is_refused(trigger_env, serve, fake_dagster) -> None:
+    ingest_store_from_env().tables.record_account_timezone(ACCOUNT_ID, "America/Los_Angeles", None, "run")
+    client = fixed_clock_trigger(serve, fake_dagster, datetime(2026, 3, 10, 9, 0, tzinfo=UTC))
+
+    live = client.post(UPDATE_PATH, json={**LIVE, "end": "2026-03-09"}, headers=AUTH)
+    by_key = client.get(
+        UPDATE_PATH, params={"token": SECRET, "accountId": ACCOUNT_ID, "idempotency": "nightly-2026-03-09"}
+    )
+    dry = client.post(UPDATE_PATH, json={"accountId": ACCOUNT_ID, "end": "2026-03-09"}, headers=AUTH)
+
+    body = assert_json_error(live, 400)
+    assert body == {
+        "error": (
+            f"end: 2026-03-09 is not complete yet for account {ACCOUNT_ID}: the day ends at "
+            "2026-03-10T07:00:00+00:00 in America/Los_Angeles, and is complete 3 h 05 min later, from "
+            "2026-03-10T10:05:00+00:00; the newest complete date is 2026-03-08"
+        ),
+        "parameter": "end",
+        "details": {"readyAt": "2026-03-10T10:05:00+00:00", "newestComplete": "2026-03-08"},
+    }
+    assert assert_json_error(by_key, 400)["parameter"] == "idempotency"
+    assert assert_json_error(dry, 400)["parameter"] == "end"
+    assert not fake_dagster.launches
+    ok = client.post(UPDATE_PATH, json={**LIVE, "end": "2026-03-08"}, headers=AUTH)
+    assert ok.status_code == 202, ok.text
 
 
 def test_the_nightly_key_names_the_partition_date(trigger) -> None:
