@@ -86,16 +86,24 @@ def reconcile_subscribers(path: Path, reconciliation: Mapping[str, Any]) -> Verd
     seen = reconciliation.get("profiles_seen", 0)
     written = reconciliation.get("profiles_written", 0)
     dropped = reconciliation.get("profiles_dropped", {})
+    repeated = reconciliation.get("profiles_repeated", 0)
     problems = []
     if records != written:
         problems.append(f"the file holds {records} records but {written} were written")
-    if seen != written + sum(dropped.values()):
+    accounted = written + sum(dropped.values()) + repeated
+    if seen != accounted:
         problems.append(
-            f"{seen} profiles seen but {written} written and {sum(dropped.values())} dropped: "
-            f"{seen - written - sum(dropped.values())} unaccounted for"
+            f"{seen} profiles seen but {written} written, {sum(dropped.values())} dropped and "
+            f"{repeated} repeated: {seen - accounted} unaccounted for"
         )
     problems += _unexpected_reasons("profiles dropped", dropped, DROP_REASONS)
-    figures = {"file_records": records, "profiles_seen": seen, "profiles_written": written, **dropped}
+    figures = {
+        "file_records": records,
+        "profiles_seen": seen,
+        "profiles_written": written,
+        "profiles_repeated": repeated,
+        **dropped,
+    }
     doubtful = reconciliation.get("profiles_kept_subscriptions_missing") or 0
     notes = (
         (

@@ -21,7 +21,8 @@ from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.jsonapi import Document, Resource, attribute
 from klaviyo_dagster.producers.csvfile import CsvBlock, CsvSummary, CsvWriter
 from klaviyo_dagster.producers.options import AudienceSchema, SyncOptions
-from klaviyo_dagster.producers.profile_slices import PROFILES_PATH, write_sliced
+from klaviyo_dagster.producers.profile_slices import PROFILES_PATH, RowWriter, write_sliced
+from klaviyo_dagster.producers.seen import SeenIds
 
 SUBSCRIBER_HEADERS: dict[str, tuple[str, ...]] = {
     "required": (
@@ -152,17 +153,23 @@ def write_subscribers_csv(client: KlaviyoClient, options: SyncOptions, out: Text
     schema = options.audience_schema
     writer = CsvWriter(out, SUBSCRIBER_HEADERS[schema], final_newline=True)
     to_row = ROW_MAPPERS[schema]
+    with SeenIds() as seen:
 
-    def write(profile: Resource, rows: CsvWriter | CsvBlock) -> None:
-        rows.tally["profiles_seen"] += 1
-        reason = drop_reason(profile)
-        if reason is not None:
-            rows.tally[f"dropped_{reason}"] += 1
-            return
-        if not has_marketing_subscription(profile):
-            rows.tally["kept_subscriptions_missing"] += 1
-        rows.write_row(to_row(profile))
+        def write(profile: Resource, rows: CsvWriter | CsvBlock) -> None:
+            rows.tally["profiles_seen"] += 1
+            profile_id = profile.get("id")
+            if profile_id is not None and not seen.add(str(profile_id)):
+                rows.tally["repeated"] += 1  # Klaviyo's paging handed it out again: written once
+                return
+            _write_profile(profile, rows, to_row)
 
+        _scan(client, options, write, writer)
+    writer.close()
+    return writer.summary(_reconciliation(writer))
+
+
+def _scan(client: KlaviyoClient, options: SyncOptions, write: RowWriter, writer: CsvWriter) -> None:
+    schema = options.audience_schema
     if options.audience_max_pages is None and schema not in PREDICTIVE_SCHEMAS:
         # Latency, not the rate limit, bounds a one-call-at-a-time scan here: fetch slices in parallel.
         write_sliced(client, profile_query(schema, options.audience_page_size), write, writer)
@@ -170,13 +177,24 @@ def write_subscribers_csv(client: KlaviyoClient, options: SyncOptions, out: Text
         for page in _profile_pages(client, options):
             for profile in page.data:
                 write(profile, writer)
-    writer.close()
-    return writer.summary(_reconciliation(writer))
+
+
+def _write_profile(
+    profile: Resource, rows: CsvWriter | CsvBlock, to_row: Callable[[Resource], list[Any]]
+) -> None:
+    reason = drop_reason(profile)
+    if reason is not None:
+        rows.tally[f"dropped_{reason}"] += 1
+        return
+    if not has_marketing_subscription(profile):
+        rows.tally["kept_subscriptions_missing"] += 1
+    rows.write_row(to_row(profile))
 
 
 def _reconciliation(writer: CsvWriter) -> dict[str, Any]:
-    """Profiles seen, written and dropped by reason (contracts/csv.md, "subscribers.csv"); seen
-    must equal written plus dropped, and every drop reason must be one the contract allows."""
+    """Profiles seen, written, dropped by reason and repeated by Klaviyo's paging (contracts/csv.md,
+    "subscribers.csv"); seen must equal written plus dropped plus repeated, and every drop reason
+    must be one the contract allows."""
     tally = writer.tally
     return {
         "profiles_seen": tally["profiles_seen"],
@@ -185,6 +203,7 @@ def _reconciliation(writer: CsvWriter) -> dict[str, Any]:
             reason: tally[f"dropped_{reason}"] for reason in DROP_REASONS if tally[f"dropped_{reason}"]
         },
         "profiles_kept_subscriptions_missing": tally["kept_subscriptions_missing"],
+        "profiles_repeated": tally["repeated"],
     }
 
 

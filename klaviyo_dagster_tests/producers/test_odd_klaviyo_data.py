@@ -187,6 +187,7 @@ def test_profiles_returned_without_subscriptions_are_kept_with_an_empty_consent(
         "profiles_written": 5,
         "profiles_dropped": {"no_email": 1},
         "profiles_kept_subscriptions_missing": 5,
+        "profiles_repeated": 0,
     }
     path = tmp_path / "subscribers.csv"
     path.write_bytes(text.encode())
@@ -359,3 +360,34 @@ def test_profiles_without_created_are_scanned_whole_not_lost(build) -> None:
         ("anne.marie@example.com", "2025-07-07T07:07:07+00:00"),
     ]
     assert summary.reconciliation["profiles_seen"] == 6
+
+
+class RepeatEveryPage(RewritingTransport):
+    """Each profiles page also carries the previous page's last profile: the cursor moved back."""
+
+    def __init__(self) -> None:
+        super().__init__("/api/profiles", self._repeat)
+        self.last: dict[str, Any] | None = None
+
+    def _repeat(self, body: dict[str, Any]) -> None:
+        page = body["data"]
+        if self.last is not None and body["data"]:
+            page.insert(0, self.last)
+        if len(page) > 1 or (page and self.last is None):
+            self.last = page[-1]
+
+
+@pytest.mark.parametrize("schema", ["required", "minimal"])  # one scan, and parallel created slices
+def test_a_profile_handed_out_twice_is_written_once_and_counted(tiny_sim, schema) -> None:
+    transport = RepeatEveryPage()
+    with KlaviyoClient(
+        DEFAULT_API_KEY, base_url=tiny_sim.base_url, retry=FAST_RETRY, transport=transport
+    ) as c:
+        out = io.StringIO(newline="")
+        options = SyncOptions(days=DAYS, audience_schema=schema, audience_page_size=2)
+        summary = SyncSession(c, options, PARTITION_DATE).write(SUBSCRIBERS, out)
+
+    ids = [r["Klaviyo ID"] for r in records(out.getvalue())]
+    assert len(ids) == len(set(ids)) == 3  # P0, P2, P5 once each
+    assert summary.reconciliation["profiles_repeated"] > 0
+    assert summary.reconciliation["profiles_seen"] == 6 + summary.reconciliation["profiles_repeated"]

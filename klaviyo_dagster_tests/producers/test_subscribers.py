@@ -212,6 +212,7 @@ def test_summary_counts_data_rows_and_previews_header_plus_two_records(client: K
         "profiles_written": 3,
         "profiles_dropped": {"no_email": 1, "suppressed": 1, "cannot_receive": 1},
         "profiles_kept_subscriptions_missing": 0,
+        "profiles_repeated": 0,
     }
 
 
