@@ -10,10 +10,12 @@ import sys
 import uvicorn
 
 from klaviyo_dagster.trigger.app import create_app, log
+from klaviyo_dagster.trigger.server import server_config
 from klaviyo_dagster.trigger.settings import SECRET_ENV_VAR, TriggerSettings
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serves the trigger until interrupted (uvicorn, guarded: server.py)."""
     parser = argparse.ArgumentParser(prog="python -m klaviyo_dagster.trigger", description=__doc__)
     parser.add_argument("--host", default=os.environ.get("TRIGGER_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("TRIGGER_PORT", "8080")))
@@ -27,15 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "launching runs through Dagster at %s (location %s)", settings.dagster_url, settings.dagster_location
     )
-    uvicorn.run(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        access_log=False,  # uvicorn's access log prints the query string, token included
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=10,
-        log_config=None,
-    )
+    # No access log (it prints the query string, token included); a header deadline and a
+    # connection limit, so half-sent requests cannot hold the service.
+    uvicorn.Server(server_config(create_app(settings), settings, host=args.host, port=args.port)).run()
     return 0
 
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-import json
 import logging
 import re
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote, unquote_plus
 
+import psycopg
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -51,15 +52,26 @@ from klaviyo_dagster.producers.sync import SyncFailed, dry_run
 from klaviyo_dagster.readiness import AccountZone, DateNotComplete
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import ingest_store_from_env
+from klaviyo_dagster.storage.tables import MissingTable
+from klaviyo_dagster.trigger.claims import ClaimsNotMigrated, IdempotencyClaims, differences
 from klaviyo_dagster.trigger.dagster_api import (
     IDEMPOTENCY_TAG,
+    IN_PROGRESS,
     TRIGGER_TAG,
     DagsterApi,
     DagsterRefused,
     DagsterUnavailable,
     RunInfo,
 )
-from klaviyo_dagster.trigger.request import BadRequest, TriggerRequest, flatten_body, flatten_query, parse
+from klaviyo_dagster.trigger.request import (
+    OPTION_PARAMETERS,
+    BadRequest,
+    TriggerRequest,
+    flatten_body,
+    flatten_query,
+    load_json,
+    parse,
+)
 from klaviyo_dagster.trigger.settings import TriggerSettings
 
 log = logging.getLogger("klaviyo_dagster.trigger")
@@ -69,10 +81,25 @@ STATUS_PATH = "/api/dashboard/update/status"
 IDEMPOTENCY_HEADER = "x-idempotency-key"
 TOKEN_PARAM = "token"  # noqa: S105 - a parameter name, not a secret  # nosec B105
 PARTITION_TAG = "dagster/partition"
-_RUN_ID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
+_RUN_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
+REDACTED = "[redacted]"
+# Query parameters blanked in the log whatever their case or encoding: the secret's, and look-alikes.
+_SECRET_NAME = re.compile(r"token|secret|password|key", re.IGNORECASE)
+CLAIM_POLL_SECONDS = 0.05
+_LAUNCH_IN_PROGRESS = {
+    "error": "Launch in progress",
+    "details": "another request with this idempotency key is launching its run; retry",
+    "parameter": "idempotency",
+}
+ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# The ingest database not answering (psycopg's connection errors, and the redacted DatabaseConnectionError
+# subclass) or the local SQLite file locked or unreadable.
+DATABASE_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError)
 
 
 class HttpError(Exception):
+    """An answer other than 400 (which is BadRequest): its status and JSON body."""
+
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(body.get("error"))
         self.status = status
@@ -80,15 +107,23 @@ class HttpError(Exception):
 
 
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    """A JSON error answer ``{"error": message, **extra}``."""
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
 class TriggerService:
-    def __init__(self, settings: TriggerSettings, dagster: DagsterApi) -> None:
+    """The two endpoints; idempotency keys are claimed in the ingest database (``claims.py``), so any
+    number of trigger processes launch one run per key."""
+
+    def __init__(
+        self,
+        settings: TriggerSettings,
+        dagster: DagsterApi,
+        claims_factory: Callable[[], IdempotencyClaims] = IdempotencyClaims.from_env,
+    ) -> None:
         self.settings = settings
         self.dagster = dagster
-        # Finding the in-progress run and launching one must not interleave for the same key.
-        self._launch_lock = asyncio.Lock()
+        self.claims_factory = claims_factory
 
     # --- the checks every request passes -----------------------------------------------------------
 
@@ -124,18 +159,15 @@ class TriggerService:
             raise HttpError(408, {"error": "Request body not received in time"}) from None
         except ClientDisconnect:
             raise HttpError(400, {"error": "Client disconnected"}) from None
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("The body is not valid JSON", "body") from None
+        return load_json(raw, self.settings.max_json_depth)
 
     # --- /api/dashboard/update ---------------------------------------------------------------------
 
     async def update(self, request: Request) -> Response:
+        """``/api/dashboard/update``: a dry run (200) or a live launch (202); GET and POST only."""
         self._gate(request, token_allowed=request.method == "GET")
-        if request.method == "POST":
+        strict = request.method == "POST"
+        if strict:
             params, default_mode = flatten_body(await self._json_body(request)), "dry-run"
         else:
             params, default_mode = flatten_query(request.query_params.multi_items()), "live"
@@ -147,6 +179,7 @@ class TriggerService:
                 default_mode=default_mode,
                 idempotency_header=request.headers.get(IDEMPOTENCY_HEADER),
                 default_date=functools.partial(self._newest_complete, now=now),
+                strict_types=strict,
             )
         )
         if trigger.date_parameter is not None:
@@ -199,6 +232,7 @@ class TriggerService:
         return JSONResponse(result)
 
     async def _live(self, trigger: TriggerRequest) -> Response:
+        """Claims the key (or finds its run), launches when claimed, answers 202; see ``claims.py``."""
         assert trigger.account_id is not None  # parse() refuses a live call without one
         account, day = trigger.account_id, trigger.partition_date
         first = date_partitions.start.date()
@@ -206,7 +240,92 @@ class TriggerService:
             raise BadRequest(f"end must be a partition date from {first}, got {day}", "end")
         await run_in_threadpool(_account_key, account)  # 400 Missing klaviyoApiKey, before launching
 
+        claims = await run_in_threadpool(self._claims)
+        parameters = _claim_parameters(trigger)
+        outcome = await self._claim(claims, trigger, parameters)
+        if isinstance(outcome, RunInfo):
+            return self._answer(trigger, outcome.run_id, outcome.status_word, outcome)
+        try:
+            run, existed = await self._launch_claimed(trigger)
+            recorded = await run_in_threadpool(
+                claims.record, account, trigger.idempotency_key, outcome, run.run_id
+            )
+        except BaseException:
+            await self._release(claims, trigger, outcome)
+            raise
+        if not recorded:
+            log.warning(
+                "the claim of idempotency key %s was taken over during its launch", trigger.idempotency_key
+            )
+        return self._answer(trigger, run.run_id, run.status_word, run if existed else None)
+
+    def _answer(
+        self, trigger: TriggerRequest, run_id: str, status: str, existing: RunInfo | None
+    ) -> Response:
+        """The 202: the run's facts; ``repeated`` when the run existed before this request."""
+        assert trigger.account_id is not None
+        facts = (_facts_of(existing) if existing else None) or _run_facts(
+            trigger.account_id, trigger.partition_date
+        )
+        body: dict[str, Any] = {**facts, "runId": run_id, "status": status}
+        if existing is not None:
+            body["repeated"] = True
+        return JSONResponse({**body, "idempotencyKey": trigger.idempotency_key}, status_code=202)
+
+    async def _claim(
+        self, claims: IdempotencyClaims, trigger: TriggerRequest, parameters: dict[str, Any]
+    ) -> str | RunInfo:
+        """Our claim's token, or the run in progress for the key (same parameters); HttpError 409 else.
+
+        Inserting the row is the atomic step: of two requests (in any processes) one inserts, the
+        other reads the row: it waits while the first launches, returns the run while it is queued or
+        running, and takes the row over (compare-and-set) once that run has finished.
+        """
+        assert trigger.account_id is not None
+        account, key = trigger.account_id, trigger.idempotency_key
+        deadline = time.monotonic() + self.settings.claim_wait_seconds
+        while True:
+            token = await run_in_threadpool(claims.insert, account, key, parameters)
+            if token is not None:
+                return token
+            claim = await run_in_threadpool(claims.read, account, key)
+            if claim is None and time.monotonic() <= deadline:  # released meanwhile: insert again
+                continue
+            if claim is None:
+                raise HttpError(409, _LAUNCH_IN_PROGRESS)
+            if claim.run_id is None:
+                _refuse_other_parameters(key, claim, parameters)
+                if claim.age_seconds(claims.now()) > self.settings.claim_stale_seconds:
+                    token = await run_in_threadpool(claims.take_over, account, key, claim, parameters)
+                elif time.monotonic() > deadline:
+                    raise HttpError(409, _LAUNCH_IN_PROGRESS)
+                else:
+                    await asyncio.sleep(CLAIM_POLL_SECONDS)
+                    continue
+            else:
+                run = await self._dagster(self.dagster.run, claim.run_id)
+                if run is not None and run.status in IN_PROGRESS:
+                    _refuse_other_parameters(key, claim, parameters, run_id=run.run_id)
+                    return run
+                token = await run_in_threadpool(claims.take_over, account, key, claim, parameters)
+            if token is not None:
+                return token
+
+    async def _launch_claimed(self, trigger: TriggerRequest) -> tuple[RunInfo, bool]:
+        """Under our claim: (the key's run already in Dagster, True) when there is one (launched before
+        claims existed, or whose answer was lost), else (a new run, False)."""
+        assert trigger.account_id is not None
+        account, day = trigger.account_id, trigger.partition_date
         key = partition_key(account, day)
+        existing = await self._dagster(
+            self.dagster.find_in_progress,
+            {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: trigger.idempotency_key, PARTITION_TAG: str(key)},
+        )
+        if existing is not None:
+            log.info(
+                "run %s already in progress for idempotency key %s", existing.run_id, trigger.idempotency_key
+            )
+            return existing, True
         tags = {
             PARTITION_TAG: str(key),
             f"{PARTITION_TAG}/{ACCOUNT_DIMENSION}": account,
@@ -217,23 +336,26 @@ class TriggerService:
         }
         options = trigger.options.model_dump(exclude_defaults=True)
         run_config = {"ops": {asset.path[-1]: {"config": options} for asset in INGEST_ASSET_KEYS}}
-        async with self._launch_lock:
-            existing = await self._dagster(
-                self.dagster.find_in_progress,
-                {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: trigger.idempotency_key},
+        await self._dagster(self.dagster.add_dynamic_partition, ACCOUNTS_PARTITIONS_NAME, account)
+        run_id = await self._dagster(self.dagster.launch, INGEST_JOB_NAME, run_config, tags)
+        log.info("launched run %s for %s (idempotency key %s)", run_id, key, trigger.idempotency_key)
+        return RunInfo(run_id, "QUEUED", INGEST_JOB_NAME, tags), False
+
+    async def _release(self, claims: IdempotencyClaims, trigger: TriggerRequest, token: str) -> None:
+        """Gives the claim back after a failed launch, so a retry launches; a failure here is logged only."""
+        assert trigger.account_id is not None
+        try:
+            await run_in_threadpool(claims.release, trigger.account_id, trigger.idempotency_key, token)
+        except Exception as exc:  # the launch's own error is the one to answer with
+            log.warning(
+                "could not release the claim of idempotency key %s (%s); it expires after %g s",
+                trigger.idempotency_key,
+                type(exc).__name__,
+                self.settings.claim_stale_seconds,
             )
-            if existing is None:
-                await self._dagster(self.dagster.add_dynamic_partition, ACCOUNTS_PARTITIONS_NAME, account)
-                run_id = await self._dagster(self.dagster.launch, INGEST_JOB_NAME, run_config, tags)
-                log.info("launched run %s for %s (idempotency key %s)", run_id, key, trigger.idempotency_key)
-                body = {**_run_facts(account, day), "runId": run_id, "status": "queued"}
-                return JSONResponse({**body, "idempotencyKey": trigger.idempotency_key}, status_code=202)
-        log.info(
-            "run %s already in progress for idempotency key %s", existing.run_id, trigger.idempotency_key
-        )
-        facts = _facts_of(existing) or _run_facts(account, day)
-        body = {**facts, "runId": existing.run_id, "status": existing.status_word, "repeated": True}
-        return JSONResponse({**body, "idempotencyKey": trigger.idempotency_key}, status_code=202)
+
+    def _claims(self) -> IdempotencyClaims:
+        return self.claims_factory()
 
     async def _dagster(self, call: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -248,11 +370,12 @@ class TriggerService:
     # --- /api/dashboard/update/status --------------------------------------------------------------
 
     async def status(self, request: Request) -> Response:
+        """``/api/dashboard/update/status?runId=``: the run's status, and once succeeded what it wrote."""
         self._gate(request, token_allowed=True)
         run_id = request.query_params.get("runId")
         if not run_id:
             raise BadRequest("Missing runId", "runId")
-        if not _RUN_ID.match(run_id):
+        if not _RUN_ID.fullmatch(run_id):
             raise BadRequest(f"runId must be a Dagster run id, got {run_id!r}", "runId")
         run = await self._dagster(self.dagster.run, run_id)
         if run is None:
@@ -336,18 +459,75 @@ def _written(upload_id: str) -> dict[str, Any]:
     return {"mode": "live", "snapshotId": snapshot.id if snapshot else None, "keys": keys}
 
 
+# --- idempotency: what a key was used with ---------------------------------------------------------
+
+
+def _claim_parameters(trigger: TriggerRequest) -> dict[str, Any]:
+    """The run a live request asks for, by the caller's names: ``end`` and every option (defaults
+    included, so leaving an option out equals giving its default)."""
+    options = trigger.options.model_dump(mode="json", exclude={"mode"})
+    named = {OPTION_PARAMETERS[field][0]: value for field, value in options.items()}
+    return {"end": trigger.partition_date.isoformat(), **named}
+
+
+def _refuse_other_parameters(
+    key: str, claim: Any, parameters: dict[str, Any], run_id: str | None = None
+) -> None:
+    """HttpError 409 naming each parameter whose value differs from the key's run in progress."""
+    changed = differences(claim.parameters, parameters)
+    if not changed:
+        return
+    listed = ", ".join(
+        f"{name} {values['previous']!r} then, {values['now']!r} now" for name, values in changed.items()
+    )
+    body: dict[str, Any] = {
+        "error": f"idempotency key {key} was used with other parameters: {listed}",
+        "parameter": "idempotency",
+        "details": changed,
+    }
+    if run_id is not None:
+        body["runId"] = run_id
+    raise HttpError(409, body)
+
+
 # --- the app --------------------------------------------------------------------------------------------
 
 
-def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _guarded(
+    handler: Callable[[Request], Awaitable[Response]], methods: tuple[str, ...]
+) -> Callable[[Request], Awaitable[Response]]:
+    """The handler for ``methods`` only (HEAD and OPTIONS get 405: a HEAD must not launch a run), with
+    every failure answered as JSON: a database down is 503 with a reason, anything else 500."""
+
     @functools.wraps(handler)
     async def guarded(request: Request) -> Response:
+        if request.method not in methods:
+            return _method_not_allowed(methods)
         try:
             return await handler(request)
         except HttpError as exc:
-            return JSONResponse(exc.body, status_code=exc.status)
+            headers = {"Retry-After": "5"} if exc.status == 503 else None
+            return JSONResponse(exc.body, status_code=exc.status, headers=headers)
         except BadRequest as exc:
             return JSONResponse(exc.body(), status_code=400)
+        except (ClaimsNotMigrated, MissingTable) as exc:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+            return error(503, "Database not migrated", details=str(exc))
+        except DATABASE_DOWN as exc:
+            log.error(
+                "%s %s: the ingest database is unavailable (%s)",
+                request.method,
+                request.url.path,
+                type(exc).__name__,
+            )
+            return JSONResponse(
+                {
+                    "error": "Database unavailable",
+                    "details": "the ingest database did not answer; retry later",
+                },
+                status_code=503,
+                headers={"Retry-After": "30"},
+            )
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
             return error(500, "Internal error")
@@ -355,26 +535,51 @@ def _guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     return guarded
 
 
+def _method_not_allowed(methods: tuple[str, ...]) -> Response:
+    """405 naming the methods allowed (also in the Allow header)."""
+    response = error(405, "Method Not Allowed", allowed=list(methods))
+    response.headers["Allow"] = ", ".join(methods)
+    return response
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (404, 405) as JSON."""
     assert isinstance(exc, HTTPException)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-def redacted_target(scope: Scope) -> str:
-    """The request's path and query with the ``token`` parameter's value blanked out."""
+def redacted_target(scope: Scope, secrets: Iterable[str] = ()) -> str:
+    """The request's path and query for the log, with secrets blanked.
+
+    The query is split on ``&`` and ``;``; a parameter whose name, percent- and plus-decoded, contains
+    ``token``, ``secret``, ``password`` or ``key`` in any case has its value replaced, and any of
+    ``secrets`` (the configured secret) is blanked wherever it appears, raw or percent-encoded.
+    """
     path = scope.get("path", "")
     query = scope.get("query_string", b"").decode("latin-1")
-    if not query:
-        return path
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return path + "?" + urlencode([(k, "[redacted]" if k == TOKEN_PARAM else v) for k, v in pairs], safe="[]")
+    target = path + "?" + _redacted_query(query) if query else path
+    for secret in secrets:
+        if secret:
+            for form in {secret, unquote(secret)}:
+                target = target.replace(form, REDACTED)
+    return target
+
+
+def _redacted_query(query: str) -> str:
+    pieces = re.split(r"([&;])", query)
+    for index in range(0, len(pieces), 2):
+        name, sep, _ = pieces[index].partition("=")
+        if _SECRET_NAME.search(unquote_plus(unquote_plus(name))):
+            pieces[index] = f"{name}{sep or '='}{REDACTED}"
+    return "".join(pieces)
 
 
 class RequestLog:
     """One log line per request: client, method, path and query (token redacted), status, duration."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, secret: Callable[[], str | None] = lambda: None) -> None:
         self.app = app
+        self.secret = secret
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -382,37 +587,56 @@ class RequestLog:
             return
         started = time.monotonic()
         status = 500
+        logged = False
+
+        def log_once() -> None:
+            nonlocal logged
+            if not logged:
+                logged = True
+                self._log(scope, status, started)
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                log_once()  # before the last byte leaves: a client that has its answer finds the line
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            client = scope.get("client") or ("-", 0)
-            log.info(
-                "%s %s %s %d %d ms",
-                client[0],
-                scope.get("method"),
-                redacted_target(scope),
-                status,
-                round((time.monotonic() - started) * 1000),
-            )
+            log_once()
+
+    def _log(self, scope: Scope, status: int, started: float) -> None:
+        client = scope.get("client") or ("-", 0)
+        secret = self.secret()
+        log.info(
+            "%s %s %s %d %d ms",
+            client[0],
+            scope.get("method"),
+            redacted_target(scope, [secret] if secret else []),
+            status,
+            round((time.monotonic() - started) * 1000),
+        )
 
 
-def create_app(settings: TriggerSettings | None = None, dagster: DagsterApi | None = None) -> Starlette:
+def create_app(
+    settings: TriggerSettings | None = None,
+    dagster: DagsterApi | None = None,
+    claims_factory: Callable[[], IdempotencyClaims] | None = None,
+) -> Starlette:
+    """The trigger's ASGI app (serve it with ``server.server_config``: header deadline, connection cap)."""
     settings = settings or TriggerSettings.from_env()
     dagster = dagster or DagsterApi(settings.dagster_url, settings.dagster_location)
-    service = TriggerService(settings, dagster)
+    service = TriggerService(settings, dagster, claims_factory or IdempotencyClaims.from_env)
     app = Starlette(
         routes=[
-            Route(UPDATE_PATH, _guarded(service.update), methods=["GET", "POST"]),
-            Route(STATUS_PATH, _guarded(service.status), methods=["GET"]),
+            # Every method reaches the guard, which allows only the ones named (Starlette adds HEAD to GET).
+            Route(UPDATE_PATH, _guarded(service.update, ("GET", "POST")), methods=ROUTED_METHODS),
+            Route(STATUS_PATH, _guarded(service.status, ("GET",)), methods=ROUTED_METHODS),
         ],
         exception_handlers={HTTPException: _http_exception},
     )
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, secret=lambda: settings.secret)
     return app

@@ -8,7 +8,9 @@ drift apart. Every bad value raises BadRequest naming the parameter as the calle
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -22,7 +24,14 @@ from klaviyo_dagster.producers.options import RANGES, SyncOptions
 MODES = ("dry-run", "live")
 NIGHTLY_KEY = re.compile(r"^nightly-(\d{4}-\d{2}-\d{2})$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_KEY_CHARS = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
+_KEY_CHARS = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}")  # fullmatch: "$" would allow a trailing newline
+KEY_PARAMETERS = ("idempotency", "idempotencyKey")
+
+# SyncOptions fields by JSON type: a POST body's values must have it (``true`` is not a number).
+INTEGER_FIELDS = frozenset(
+    {"days", "limit_flows", "limit_messages", "audience_page_size", "audience_max_pages"}
+)
+BOOLEAN_FIELDS = frozenset({"fast", "enrich_message_names"})
 
 # The caller's names of each SyncOptions field: the contract's (nested) name first, then flat aliases.
 OPTION_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -90,6 +99,55 @@ def flatten_body(body: Any) -> dict[str, Any]:
     return flat
 
 
+def load_json(raw: bytes, max_depth: int) -> Any:
+    """A POST body parsed as JSON: BadRequest when it is not JSON, nests deeper than ``max_depth``,
+    repeats a name in an object, or uses NaN/Infinity."""
+    if not raw.strip():
+        return {}
+    if _depth(raw) > max_depth:
+        raise BadRequest(f"The body is nested too deeply: at most {max_depth} levels", "body")
+    try:
+        return json.loads(raw, object_pairs_hook=_unique_names, parse_constant=_no_constant)
+    except BadRequest:
+        raise
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("The body is not valid JSON", "body") from None
+
+
+def _depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``raw`` (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    for name in names:
+        if names.count(name) > 1:
+            raise BadRequest(f"{name} is given twice in one object", name)
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequest(f"The body is not valid JSON: {name} is not a JSON number", "body")
+
+
 def flatten_query(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """A GET query string as flat parameters (``token`` is the secret, never a parameter)."""
     params: dict[str, Any] = {}
@@ -108,11 +166,14 @@ def parse(
     default_mode: str,
     idempotency_header: str | None,
     default_date: Callable[[str | None], date],
+    strict_types: bool = False,
 ) -> TriggerRequest:
     """The request's mode, account, options, partition date and idempotency key; BadRequest on any error.
 
     Without ``end`` or a ``nightly-YYYY-MM-DD`` key, the date is ``default_date(account_id)``: the
     account's newest complete date (the caller knows where the account's timezone is kept).
+    ``strict_types`` (a JSON body): numbers must be JSON integers and switches JSON booleans; a
+    query string's values are text, converted as before.
     """
     mode = params.get("mode") or default_mode
     if mode not in MODES:
@@ -127,18 +188,14 @@ def parse(
         except ValueError as exc:
             raise BadRequest(f"accountId: {exc}", "accountId") from None
 
-    key = idempotency_header or params.get("idempotency") or params.get("idempotencyKey")
-    if key is not None and (not isinstance(key, str) or not _KEY_CHARS.match(key)):
-        raise BadRequest(
-            "idempotency key must be 1..200 characters of letters, digits and ._:@/+=-", "idempotency"
-        )
+    key = idempotency_key(idempotency_header, params)
     end = _date(params, "end")
     start = _date(params, "start")
     key_date = _nightly_date(key)
     date_parameter = "end" if end else "idempotency" if key_date else None
     partition_date = end or key_date or default_date(account_id)
 
-    given = _given_options(params)
+    given = _given_options(params, strict_types)
     if start is not None:
         if start > partition_date:
             raise BadRequest(f"start ({start}) is after the window's end ({partition_date})", "start")
@@ -165,6 +222,39 @@ def parse(
     )
 
 
+def idempotency_key(header: str | None, params: Mapping[str, Any]) -> str | None:
+    """The request's key, normalised (surrounding whitespace and newlines stripped); None when absent.
+
+    BadRequest when a key has control characters or other characters than letters, digits and
+    ``._:@/+=-``, or when the header and the parameters give different keys.
+    """
+    given = [("idempotency", header)] + [(name, params.get(name)) for name in KEY_PARAMETERS]
+    keys = {name: normalise_key(name, value) for name, value in given if value is not None}
+    distinct = {key for key in keys.values() if key is not None}
+    if len(distinct) > 1:
+        raise BadRequest(
+            "idempotency: the idempotency key is given twice with different values", "idempotency"
+        )
+    return distinct.pop() if distinct else None
+
+
+def normalise_key(parameter: str, raw: Any) -> str | None:
+    """One spelling of the key, stripped of surrounding whitespace; None when blank."""
+    if not isinstance(raw, str):
+        raise BadRequest(f"{parameter} (the idempotency key) must be a string", parameter)
+    key = raw.strip()
+    if not key:
+        return None
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in key):
+        raise BadRequest(f"{parameter} (the idempotency key) must not contain control characters", parameter)
+    if not _KEY_CHARS.fullmatch(key):
+        raise BadRequest(
+            f"{parameter} (the idempotency key) must be 1..200 characters of letters, digits and ._:@/+=-",
+            parameter,
+        )
+    return key
+
+
 def _date(params: Mapping[str, Any], name: str) -> date | None:
     raw = params.get(name)
     if raw is None or raw == "":
@@ -187,7 +277,7 @@ def _nightly_date(key: str | None) -> date | None:
         raise BadRequest(f"idempotency key {key!r} has no valid date", "idempotency") from None
 
 
-def _given_options(params: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+def _given_options(params: Mapping[str, Any], strict_types: bool = False) -> dict[str, tuple[str, Any]]:
     """SyncOptions field → (the caller's parameter name, value), for the options present."""
     given: dict[str, tuple[str, Any]] = {}
     for field, names in OPTION_PARAMETERS.items():
@@ -195,8 +285,22 @@ def _given_options(params: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
         if len(present) > 1:
             raise BadRequest(f"{present[0]} is given twice (also as {present[1]})", present[1])
         if present:
+            if strict_types:
+                _check_json_type(field, present[0], params[present[0]])
             given[field] = (present[0], params[present[0]])
     return given
+
+
+def _check_json_type(field: str, parameter: str, value: Any) -> None:
+    """BadRequest unless ``value`` has the field's JSON type (bool is not an integer, 7.0 is not one)."""
+    if field in INTEGER_FIELDS:
+        if type(value) is not int:
+            raise BadRequest(f"{parameter} must be an integer, got {json.dumps(value)}", parameter)
+    elif field in BOOLEAN_FIELDS:
+        if type(value) is not bool:
+            raise BadRequest(f"{parameter} must be true or false, got {json.dumps(value)}", parameter)
+    elif not isinstance(value, str):
+        raise BadRequest(f"{parameter} must be a string, got {json.dumps(value)}", parameter)
 
 
 def _options(mode: str, given: dict[str, tuple[str, Any]]) -> SyncOptions:

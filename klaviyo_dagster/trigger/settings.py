@@ -20,6 +20,9 @@ DAGSTER_URL_ENV_VAR = "TRIGGER_DAGSTER_URL"
 DAGSTER_LOCATION_ENV_VAR = "TRIGGER_DAGSTER_LOCATION"
 MAX_BODY_ENV_VAR = "TRIGGER_MAX_BODY_BYTES"
 DRY_RUN_TIMEOUT_ENV_VAR = "TRIGGER_DRY_RUN_TIMEOUT_SECONDS"
+HEADER_TIMEOUT_ENV_VAR = "TRIGGER_HEADER_TIMEOUT_SECONDS"
+MAX_CONNECTIONS_ENV_VAR = "TRIGGER_MAX_CONNECTIONS"
+MAX_HEADER_BYTES_ENV_VAR = "TRIGGER_MAX_HEADER_BYTES"
 
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
 # The code location as `workspace.yaml` names it; on Kubernetes, the user-code deployment's name.
@@ -27,9 +30,21 @@ DEFAULT_DAGSTER_LOCATION = "klaviyo_dagster.definitions"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_DRY_RUN_TIMEOUT_SECONDS = 300.0
 BODY_READ_TIMEOUT_SECONDS = 10.0
+# A connection must send a request's headers within this long (of connecting, or of its previous
+# response); slower ones get 408 and are closed, so half-sent requests cannot pile up.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_CONNECTIONS = 64  # open connections; more are answered 503 and closed at once
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # request line and headers; larger ones get 400
+KEEP_ALIVE_SECONDS = 5.0
+# A request whose idempotency key another request is launching waits this long for its run id.
+CLAIM_WAIT_SECONDS = 30.0
+# A launch claim older than this with no run id was abandoned (its process died): it may be taken over.
+CLAIM_STALE_SECONDS = 300.0
+MAX_JSON_DEPTH = 16  # nesting levels of a POST body; the contract needs 2
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    """The variable ``name`` as a positive number, ``default`` when unset or blank; ValueError otherwise."""
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
@@ -44,12 +59,21 @@ def _positive(env: Mapping[str, str], name: str, default: float) -> float:
 
 @dataclass
 class TriggerSettings:
+    """What the service needs: the environment it reads per request, Dagster's address, the limits."""
+
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     dagster_url: str = DEFAULT_DAGSTER_URL
     dagster_location: str = DEFAULT_DAGSTER_LOCATION
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     dry_run_timeout_seconds: float = DEFAULT_DRY_RUN_TIMEOUT_SECONDS
     body_read_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS
+    header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    keep_alive_seconds: float = KEEP_ALIVE_SECONDS
+    claim_wait_seconds: float = CLAIM_WAIT_SECONDS
+    claim_stale_seconds: float = CLAIM_STALE_SECONDS
+    max_json_depth: int = MAX_JSON_DEPTH
     # Which partition dates are complete (KLAVIYO_SETTLING_DELAY_MINUTES), and the time it is now.
     readiness: Readiness = field(default_factory=Readiness)
     clock: Callable[[], datetime] = utc_now
@@ -63,6 +87,9 @@ class TriggerSettings:
             dagster_location=env.get(DAGSTER_LOCATION_ENV_VAR) or DEFAULT_DAGSTER_LOCATION,
             max_body_bytes=int(_positive(env, MAX_BODY_ENV_VAR, DEFAULT_MAX_BODY_BYTES)),
             dry_run_timeout_seconds=_positive(env, DRY_RUN_TIMEOUT_ENV_VAR, DEFAULT_DRY_RUN_TIMEOUT_SECONDS),
+            header_timeout_seconds=_positive(env, HEADER_TIMEOUT_ENV_VAR, DEFAULT_HEADER_TIMEOUT_SECONDS),
+            max_connections=int(_positive(env, MAX_CONNECTIONS_ENV_VAR, DEFAULT_MAX_CONNECTIONS)),
+            max_header_bytes=int(_positive(env, MAX_HEADER_BYTES_ENV_VAR, DEFAULT_MAX_HEADER_BYTES)),
             readiness=Readiness.from_env(env),
         )
 

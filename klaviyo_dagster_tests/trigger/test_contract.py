@@ -119,7 +119,7 @@ def test_an_account_without_a_key_answers_missing_klaviyo_api_key(trigger, sim_e
         ({"start": "2026-01-01", "end": DAY}, "start"),
         ({"start": "2026-03-07", "end": DAY, "days": 7}, "days"),
         ({**LIVE, "end": "2099-01-01"}, "end"),
-        ({"mode": "live", "accountId": ACCOUNT_ID, "idempotencyKey": "a key with spaces"}, "idempotency"),
+        ({"mode": "live", "accountId": ACCOUNT_ID, "idempotencyKey": "a key with spaces"}, "idempotencyKey"),
     ],
 )
 def test_bad_values_answer_400_naming_the_parameter(trigger, fake_dagster, body, parameter) -> None:
@@ -255,7 +255,7 @@ def test_a_dry_run_past_the_time_limit_answers_504(sim_env, serve, fake_dagster)
 
 def test_live_launches_the_partition_and_a_repeat_returns_the_same_run(trigger, fake_dagster) -> None:
     first = trigger.post(UPDATE_PATH, json={**LIVE, "days": 3}, headers={**AUTH, "x-idempotency-key": "k-1"})
-    again = trigger.post(UPDATE_PATH, json=LIVE, headers={**AUTH, "x-idempotency-key": "k-1"})
+    again = trigger.post(UPDATE_PATH, json={**LIVE, "days": 3}, headers={**AUTH, "x-idempotency-key": "k-1"})
     other = trigger.post(UPDATE_PATH, json=LIVE, headers={**AUTH, "x-idempotency-key": "k-2"})
 
     assert first.status_code == again.status_code == other.status_code == 202

@@ -98,8 +98,9 @@ def test_a_live_call_queues_one_run_in_dagster(dagster_webserver, serve) -> None
     assert launched["partition"] == f"{ACCOUNT_ID}|2026-03-09"
 
     again = client.post(UPDATE_PATH, json=body, headers=auth)
-    by_get = client.get(
-        UPDATE_PATH, params={"token": SECRET, "accountId": ACCOUNT_ID, "idempotency": "nightly-2026-03-09"}
+    by_get = client.get(  # the same parameters: a key reused with others is refused (409)
+        UPDATE_PATH,
+        params={"token": SECRET, "accountId": ACCOUNT_ID, "idempotency": "nightly-2026-03-09", "days": "3"},
     )
     assert again.status_code == by_get.status_code == 202
     assert again.json()["runId"] == by_get.json()["runId"] == launched["runId"]
@@ -129,3 +130,7 @@ def test_a_live_call_queues_one_run_in_dagster(dagster_webserver, serve) -> None
     other = client.post(UPDATE_PATH, json=body, headers={**auth, "x-idempotency-key": "manual-1"})
     assert other.status_code == 202
     assert other.json()["runId"] != launched["runId"]
+
+    conflict = client.post(UPDATE_PATH, json={**body, "days": 5}, headers=auth)
+    assert conflict.status_code == 409, conflict.text
+    assert conflict.json()["details"] == {"days": {"previous": 3, "now": 5}}
