@@ -7,11 +7,12 @@ are looked up once per session and only by the files that need them.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TextIO
@@ -101,9 +102,15 @@ class SyncSession:
             raise SyncFailed(file, unexpected) from exc
 
     def write_to_temp(self, file: CsvFile) -> tuple[Path, CsvSummary]:
-        """Builds ``file`` into a new temporary file (streamed, never held in memory); caller owns it."""
+        """Builds ``file`` into a new temporary file (streamed, never held in memory); caller owns it.
+
+        The files go to one folder of their own (``work_folder()``), where files a killed run left
+        behind (a partial audience holds email addresses) are removed once ``STALE_AFTER`` old.
+        """
+        folder = work_folder()
+        remove_stale_files(folder, older_than=STALE_AFTER)
         with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", newline="", suffix=f"-{file.filename}", delete=False
+            "w", encoding="utf-8", newline="", suffix=f"-{file.filename}", delete=False, dir=folder
         ) as out:
             path = Path(out.name)
             try:
@@ -111,6 +118,29 @@ class SyncSession:
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
+
+
+# A file being built is never this old: the longest sync is hours, not a day.
+STALE_AFTER = timedelta(hours=24)
+
+
+def work_folder() -> Path:
+    """``<system temp>/klaviyo-dagster-files``, private to this user (0700)."""
+    folder = Path(tempfile.gettempdir()) / "klaviyo-dagster-files"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def remove_stale_files(folder: Path, older_than: timedelta) -> list[Path]:
+    """Removes files in ``folder`` last modified more than ``older_than`` ago; returns them."""
+    cutoff = time.time() - older_than.total_seconds()
+    removed = []
+    for path in folder.glob("*.csv"):
+        with contextlib.suppress(FileNotFoundError):  # another run removed it first
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 FLOWS = CsvFile(

@@ -12,6 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +24,16 @@ import pytest
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.producers.options import SyncOptions
-from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
+from klaviyo_dagster.producers.sync import (
+    CAMPAIGNS,
+    FLOWS,
+    STALE_AFTER,
+    SUBSCRIBERS,
+    CsvFile,
+    SyncFailed,
+    SyncSession,
+    work_folder,
+)
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimulatorServer
 from klaviyo_dagster_tests.klaviyo.conftest import FAST_RETRY
 from klaviyo_dagster_tests.producers import test_flows
@@ -391,3 +403,19 @@ def test_a_profile_handed_out_twice_is_written_once_and_counted(tiny_sim, schema
     assert len(ids) == len(set(ids)) == 3  # P0, P2, P5 once each
     assert summary.reconciliation["profiles_repeated"] > 0
     assert summary.reconciliation["profiles_seen"] == 6 + summary.reconciliation["profiles_repeated"]
+
+
+def test_files_a_killed_run_left_behind_are_removed_by_a_later_build(tiny_sim, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = work_folder()
+    left_behind, fresh = folder / "tmpdead-subscribers.csv", folder / "tmplive-flows.csv"
+    for path in (left_behind, fresh):
+        path.write_text("Email\nsomeone@example.com\n")
+    day_old = time.time() - STALE_AFTER.total_seconds() - 60
+    os.utime(left_behind, (day_old, day_old))
+
+    with KlaviyoClient(DEFAULT_API_KEY, base_url=tiny_sim.base_url, retry=FAST_RETRY) as client:
+        path, _ = SyncSession(client, SyncOptions(days=DAYS), PARTITION_DATE).write_to_temp(FLOWS)
+
+    assert path.parent == folder
+    assert not left_behind.exists() and fresh.exists()  # a running build's file is left alone
