@@ -1,19 +1,15 @@
-"""Where the ingest CSVs land: ``{uploadId}/{flows,campaigns,subscribers}.csv`` in the ingest store.
+"""Where the ingest CSVs land: each run stages them; the snapshot step publishes them.
 
 The upload id is the contract's deterministic id of ``"{accountId}:nightly-{date}"``, so a rerun or a
-backfill of a partition overwrites the same objects instead of adding new ones.
-
-Each file is first stored beside its final name (``.staging.flows.csv``) and only moved into place by
-the snapshot step, once all three exist: a rerun that dies half way never leaves the partition's
-current snapshot over files of two different runs. (Runs of one account never overlap: the instance
-allows one at a time, so one staging name per file is enough.)
+backfill of a partition ends in the same folder instead of adding new ones. A file asset never writes
+the final key the dashboard reads: it stores its file under its run's own staging name,
+``{uploadId}/.staging/{runId}/{name}`` (:func:`klaviyo_dagster.storage.publish.staging_key`), and the
+snapshot step publishes the run's three files (``storage/publish.py``). Two runs of one partition
+never share a staging name.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +19,7 @@ from klaviyo_dagster.defs.partitions import split_partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.objects import ObjectStore
+from klaviyo_dagster.storage.publish import staging_key
 
 INGEST_IO_MANAGER_KEY = "ingest_io_manager"
 # Asset name → the object name the dashboard expects.
@@ -33,42 +30,24 @@ OBJECT_NAMES = {
 }
 
 
-STAGING_PREFIX = ".staging."
-
-
 @dataclass(frozen=True)
 class StoredCsv:
-    """A CSV in the ingest store, as downstream assets receive it (nothing is read until opened)."""
+    """A partition's CSV in the ingest store, as downstream assets receive it (nothing is read)."""
 
-    key: str
+    key: str  # the final key, the one the dashboard reads
     objects: ObjectStore
 
     @property
-    def staged_key(self) -> str:
-        folder, name = self.key.rsplit("/", 1)
-        return f"{folder}/{STAGING_PREFIX}{name}"
+    def upload_id(self) -> str:
+        return self.key.split("/", 1)[0]
 
-    def promote(self) -> None:
-        """Moves a freshly stored file from its staging name into place (no-op when none is staged)."""
-        folder, _ = self.key.rsplit("/", 1)
-        if self.staged_key.rsplit("/", 1)[1] not in self.objects.list(folder):
-            return
-        with self._downloaded(self.staged_key) as path:
-            self.objects.upload(self.key, path)
-        self.objects.remove([self.staged_key])
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[1]
 
-    @contextmanager
-    def local_path(self) -> Iterator[Path]:
-        """The object as a local file for the duration of the block (downloaded when remote)."""
-        with self._downloaded(self.key) as path:
-            yield path
-
-    @contextmanager
-    def _downloaded(self, key: str) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="klaviyo-dagster-") as folder:
-            path = Path(folder) / Path(self.key).name
-            self.objects.download(key, path)
-            yield path
+    def staged_key(self, run_id: str) -> str:
+        """Where run ``run_id`` staged this file."""
+        return staging_key(self.upload_id, run_id, self.name)
 
 
 def object_key(partition_key: str, asset_name: str) -> str:
@@ -78,19 +57,24 @@ def object_key(partition_key: str, asset_name: str) -> str:
 
 
 class IngestStoreIOManager(dg.ConfigurableIOManager):
-    """Stores the three CSV assets in the ingest store and hands downstream a ``StoredCsv``."""
+    """Stages the three CSV assets under the run's own names and hands downstream a ``StoredCsv``."""
 
     store: IngestStoreResource
 
     def handle_output(self, context: dg.OutputContext, obj: Path) -> None:
         objects = self.store.get_store().objects
         stored = StoredCsv(object_key(context.asset_partition_key, context.asset_key.path[-1]), objects)
+        staged = stored.staged_key(context.run_id)
         try:
-            objects.upload(stored.staged_key, obj)  # moved into place by the snapshot
+            objects.upload(staged, obj)  # published by the snapshot step
         finally:
             Path(obj).unlink(missing_ok=True)
         context.add_output_metadata(
-            {"upload_id": stored.key.split("/")[0], "object": f"{objects.describe()}/{stored.key}"}
+            {
+                "upload_id": stored.upload_id,
+                "object": f"{objects.describe()}/{stored.key}",
+                "staged_object": staged,
+            }
         )
 
     def load_input(self, context: dg.InputContext) -> StoredCsv:

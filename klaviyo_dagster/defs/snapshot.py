@@ -1,9 +1,10 @@
-"""The snapshot: what the dashboard reads once a partition's three files are stored.
+"""The snapshot: what the dashboard reads once a partition's three files are staged.
 
-It binds the upload, keeps exactly one ``snapshots`` row per upload (a rerun updates it), and fills
-the derived metrics: here, in the same transaction (so the dashboard never sees a snapshot without
-them), or by the web app's processor when ``SNAPSHOT_PROCESS_URL`` is set. Its checks are the
-runbook's manual checks, done on every run.
+Thin Dagster wiring around :func:`klaviyo_dagster.storage.publish.publish`, which checks the run's
+staged files, computes the derived metrics (or, with ``SNAPSHOT_PROCESS_URL``, has the web app's
+processor compute them), moves the files into place and makes the partition's one snapshot ready, in
+the all-or-nothing order of ``contracts/supabase.md``. Its checks are the runbook's manual checks,
+done on every run.
 """
 
 import os
@@ -18,14 +19,17 @@ from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, SUBSCRIBERS_CS
 from klaviyo_dagster.defs.io_managers import OBJECT_NAMES, StoredCsv
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
-from klaviyo_dagster.processing.metrics import SnapshotMetrics, compute_metrics, daily_totals
+from klaviyo_dagster.processing.metrics import SnapshotMetrics
 from klaviyo_dagster.processing.remote import RemoteProcessingFailed, request_processing
 from klaviyo_dagster.storage.ids import nightly_upload_id
+from klaviyo_dagster.storage.publish import Processor, PublishError, PublishRequest, publish
 from klaviyo_dagster.storage.store import IngestStore
+from klaviyo_dagster.storage.tables import PublishLockTimeout, PublishSuperseded
 
 SNAPSHOT = dg.AssetKey("snapshot")
 SNAPSHOT_PROCESSING_RESOURCE_KEY = "snapshot_processing"
 HEADLINE_TOTALS = ("totalRevenue", "emailsSent", "totalOrders", "openRate", "clickRate", "conversionRate")
+FILE_KEYS = (FLOWS_CSV, CAMPAIGNS_CSV, SUBSCRIBERS_CSV)
 
 FILES_PRESENT = "upload_folder_has_three_files"
 UPLOAD_BOUND = "upload_bound_to_account"
@@ -82,76 +86,116 @@ def snapshot(
     campaigns_csv: StoredCsv,
     subscribers_csv: StoredCsv,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """The dashboard's snapshot of the partition: upload bound, one snapshot row, derived metrics."""
+    """Publishes the partition: the run's staged files into place, one ready snapshot, derived metrics."""
     account_id, day = split_partition_key(context.partition_key)
     upload_id = nightly_upload_id(account_id, day)
     store = ingest_store.get_store()
-    upstream = {key: _upstream_metadata(context, key) for key in (FLOWS_CSV, CAMPAIGNS_CSV, SUBSCRIBERS_CSV)}
+    files_run, upstream = _source_files(context)
     window = (
         date.fromisoformat(upstream[FLOWS_CSV]["window_first_day"]),
         date.fromisoformat(upstream[FLOWS_CSV]["window_last_day"]),
     )
-    metadata = {
+    metadata: dict[str, Any] = {
         "partition_date": day.isoformat(),
         "window": {"first_day": window[0].isoformat(), "last_day": window[1].isoformat()},
-        "rows": {OBJECT_NAMES[key.path[-1]].removesuffix(".csv"): upstream[key]["rows"] for key in upstream},
-        "dagster_run_id": context.run.run_id,
         "source": "klaviyo-dagster",
     }
+    if files_run != context.run.run_id:
+        metadata["published_by_dagster_run_id"] = context.run.run_id
     if store.owns_accounts:
         store.tables.ensure_account(account_id, name=f"Klaviyo account {account_id}")
-    for stored in (flows_csv, campaigns_csv, subscribers_csv):  # all three exist: move them into place
-        stored.promote()
-    metrics = None
-    if snapshot_processing.processor_url is None:
-        metrics = _compute(store, account_id, day, window, flows_csv, campaigns_csv)
-    snapshot_id = store.tables.write_snapshot(
-        upload_id=upload_id, account_id=account_id, metadata=metadata, metrics=metrics
+    request = PublishRequest(
+        upload_id=upload_id,
+        account_id=account_id,
+        partition_date=day,
+        window=window,
+        run_id=files_run,
+        metadata=metadata,
+        expected_rows={OBJECT_NAMES[key.path[-1]]: upstream[key]["dagster/row_count"] for key in FILE_KEYS},
     )
-    if snapshot_processing.processor_url is not None:
-        _process_remotely(snapshot_processing, snapshot_id)
-    yield dg.MaterializeResult(metadata=_result_metadata(store, upload_id, snapshot_id, metrics))
-    yield from _checks(store, account_id, upload_id, snapshot_id)
-
-
-def _compute(
-    store: IngestStore,
-    account_id: str,
-    day: date,
-    window: tuple[date, date],
-    flows_csv: StoredCsv,
-    campaigns_csv: StoredCsv,
-) -> SnapshotMetrics:
-    with (
-        flows_csv.local_path() as flows,
-        campaigns_csv.local_path() as campaigns,
-        flows.open(encoding="utf-8", newline="") as flows_text,
-        campaigns.open(encoding="utf-8", newline="") as campaigns_text,
-    ):
-        current = daily_totals(flows_text, campaigns_text)
-    previous = store.tables.previous_snapshot(account_id, before=day)
-    return compute_metrics(
-        current,
-        window,
-        previous=store.tables.series(previous.id) if previous else (),
-        previous_last_email_date=previous.last_email_date if previous else None,
-    )
-
-
-def _process_remotely(processing: SnapshotProcessingResource, snapshot_id: str) -> None:
     try:
-        request_processing(processing.processor_url or "", processing.admin_secret or "", snapshot_id)
+        published = publish(
+            store,
+            request,
+            processor=_processor(snapshot_processing),
+            run_finished=lambda run_id: _run_finished(context.instance, run_id),
+        )
+    except (PublishError, PublishLockTimeout, PublishSuperseded) as exc:
+        raise dg.Failure(
+            description=f"{type(exc).__name__}: {exc}", metadata={"upload_id": upload_id}
+        ) from None
     except RemoteProcessingFailed as exc:
-        raise dg.Failure(description=str(exc), metadata={"snapshot_id": snapshot_id}) from None
+        raise dg.Failure(
+            description=str(exc), metadata={"upload_id": upload_id, "snapshot_status": "error"}
+        ) from None
+    result = _result_metadata(store, upload_id, published.snapshot_id, published.metrics)
+    result["files_from_run"] = files_run
+    yield dg.MaterializeResult(metadata=result)
+    yield from _checks(store, account_id, upload_id, published.snapshot_id)
 
 
-def _upstream_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
-    """What the file's latest materialization for this partition recorded (rows, window)."""
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[context.partition_key]), limit=1
+def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """A run Dagster knows to be over (its staging is left over, not in use)."""
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.is_finished
+
+
+def _processor(processing: SnapshotProcessingResource) -> Processor | None:
+    """The web app's processor as a callable, or None to compute the metrics here."""
+    if processing.processor_url is None:
+        return None
+    url, secret = processing.processor_url, processing.admin_secret or ""
+    return lambda snapshot_id: request_processing(url, secret, snapshot_id)
+
+
+def _source_files(context: dg.AssetExecutionContext) -> tuple[str, dict[dg.AssetKey, dict[str, Any]]]:
+    """The run whose staged files this snapshot publishes, and each file's materialization metadata.
+
+    This run's own materializations when it wrote the files (concurrent runs of the partition never
+    mix); otherwise (the snapshot alone, or re-executed) the latest materialization of each file,
+    which must all come from one run.
+    """
+    own = _own_materializations(context)
+    if len(own) == len(FILE_KEYS):
+        return context.run.run_id, own
+    if own:
+        raise dg.Failure(
+            description="this run stored only some of the partition's files; rerun the whole partition "
+            "so that the snapshot publishes three files of one run"
+        )
+    latest: dict[dg.AssetKey, tuple[str, dict[str, Any]]] = {}
+    for key in FILE_KEYS:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[context.partition_key]), limit=1
+        ).records
+        if not records:
+            raise dg.Failure(description=f"{key.to_user_string()} was never materialized for this partition")
+        entry = records[0].event_log_entry
+        metadata = entry.asset_materialization.metadata if entry.asset_materialization else {}
+        latest[key] = (entry.run_id, {name: value.value for name, value in metadata.items()})
+    runs = {run_id for run_id, _ in latest.values()}
+    if len(runs) != 1:
+        raise dg.Failure(
+            description="the partition's latest files come from different runs "
+            f"({', '.join(sorted(runs))}); rerun the whole partition"
+        )
+    return runs.pop(), {key: metadata for key, (_, metadata) in latest.items()}
+
+
+def _own_materializations(context: dg.AssetExecutionContext) -> dict[dg.AssetKey, dict[str, Any]]:
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
-    metadata = records[0].asset_materialization.metadata if records else {}
-    return {name: value.value for name, value in metadata.items()}
+    found: dict[dg.AssetKey, dict[str, Any]] = {}
+    for record in records:
+        materialization = record.event_log_entry.asset_materialization
+        if (
+            materialization is not None
+            and materialization.asset_key in FILE_KEYS
+            and str(materialization.partition) == str(context.partition_key)
+        ):
+            found[materialization.asset_key] = {k: v.value for k, v in materialization.metadata.items()}
+    return found
 
 
 def _result_metadata(

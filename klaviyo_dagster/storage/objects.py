@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -160,6 +161,15 @@ class ObjectStore(Protocol):
         ...
 
 
+@runtime_checkable
+class KnowsModifiedTimes(Protocol):
+    """A store that can say when each object of a folder was last written (both stores here can)."""
+
+    def list_modified(self, prefix: str) -> dict[str, datetime | None]:
+        """Direct children of ``prefix`` → when last written (UTC); None for a sub-folder or when unknown."""
+        ...
+
+
 def _atomic_copy(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` through a temp file beside it and ``os.replace``."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -243,11 +253,40 @@ class LocalObjectStore:
             return []
         return sorted(entry.name for entry in folder.iterdir() if not entry.name.startswith(_TEMP_PREFIX))
 
+    def list_modified(self, prefix: str) -> dict[str, datetime | None]:
+        """Direct children of ``prefix`` with their modification time (None for a sub-folder)."""
+        prefix = validate_prefix(prefix)
+        folder = self.bucket_dir.joinpath(*prefix.split("/")) if prefix else self.bucket_dir
+        if not folder.is_dir():
+            return {}
+        return {
+            entry.name: None if entry.is_dir() else datetime.fromtimestamp(entry.stat().st_mtime, UTC)
+            for entry in folder.iterdir()
+            if not entry.name.startswith(_TEMP_PREFIX)
+        }
+
+    def remove_stale_temp_files(self, prefix: str, before: datetime) -> builtins.list[str]:
+        """Deletes the temp files of interrupted writes under folder ``prefix`` (recursively) last
+        modified before ``before``; returns their paths relative to the bucket."""
+        prefix = validate_prefix(prefix)
+        folder = self.bucket_dir.joinpath(*prefix.split("/")) if prefix else self.bucket_dir
+        removed = []
+        for path in folder.rglob(f"{_TEMP_PREFIX}*") if folder.is_dir() else ():
+            try:
+                if path.is_file() and datetime.fromtimestamp(path.stat().st_mtime, UTC) < before:
+                    path.unlink()
+                    removed.append(path.relative_to(self.bucket_dir).as_posix())
+            except FileNotFoundError:  # another process removed it meanwhile
+                continue
+        return removed
+
     def remove(self, keys: Sequence[str]) -> None:
         if isinstance(keys, str):
             raise TypeError("remove() takes a sequence of keys, not a single string")
         paths = [self._path(key) for key in keys]  # validate them all before deleting any
         for path in paths:
+            if path.is_dir():  # a folder is not an object: skipped, as Supabase Storage skips it
+                continue
             path.unlink(missing_ok=True)
             # Folders exist only while they hold objects (as in Supabase Storage).
             parent = path.parent

@@ -10,7 +10,13 @@ or ``code="InternalError"`` with the int HTTP status when the body is not that J
 retries, so this module does: transport errors, 5xx, 429 and unparseable bodies, with capped
 exponential backoff and jitter. Every call is idempotent (uploads are upserts).
 
-The service key never appears in a message, repr or log line.
+The service key never appears in a message, repr or log line, nor do credentials in the URL
+(``klaviyo_dagster.redaction``).
+
+Storage's quiet answers (``../shared/contracts/supabase.md``, "Seen on the real server"): a missing
+bucket or a key limited by row-level security lists and removes with ``200 []``, so an empty
+:meth:`SupabaseObjectStore.list` is no proof of an empty folder (cleanup probes first); a refused
+key downloads as ``404 Bucket not found`` (the error says to check the key too).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +37,7 @@ import httpx
 from storage3.exceptions import StorageApiError
 from supabase import Client, ClientOptions, create_client
 
+from klaviyo_dagster.redaction import redact, redact_url, url_password
 from klaviyo_dagster.storage.objects import (
     DEFAULT_BUCKET,
     FREE_PLAN_MAX_OBJECT_BYTES,
@@ -80,6 +88,17 @@ def is_transient(status: int | None, code: str | None) -> bool:
     if status is not None and (status >= 500 or status in (408, 429)):
         return True
     return code == "InternalError"
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Storage's ISO timestamp (``2026-11-30T03:05:12.345Z``), None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 class SupabaseObjectStore:
@@ -178,7 +197,8 @@ class SupabaseObjectStore:
         self.close()
 
     def _redact(self, text: str) -> str:
-        text = text.replace(self._service_key, "[redacted]") if self._service_key else text
+        secrets = [self._service_key, url_password(self.url) or ""]
+        text = redact_url(redact(text, secrets))
         text = " ".join(text.split())
         return text if len(text) <= 300 else text[:300] + "…"
 
@@ -201,9 +221,11 @@ class SupabaseObjectStore:
                 **kwargs,
             )
         if status == 404 and "bucket" in f"{code} {detail}".lower():
+            # Storage also answers a refused key's download with "Bucket not found".
+            also_key = f" (on a download, also check {KEY_ENV_VAR}: a refused key is answered the same)"
             return BucketNotFound(
                 f"{what}. Create the private bucket {self.bucket!r} in Supabase Storage, or set "
-                "DATA_INGEST_BUCKET to an existing one.",
+                f"DATA_INGEST_BUCKET to an existing one{also_key if op == 'download' else ''}.",
                 **kwargs,
             )
         if status == 404:
@@ -247,7 +269,7 @@ class SupabaseObjectStore:
             except httpx.TransportError as err:  # connect/read/write/pool timeouts, refused, reset
                 reason = self._redact(str(err)) or "no detail"
                 error = StorageError(
-                    f"Supabase Storage {op} of {self._where(key)} failed: could not reach {self.url} "
+                    f"Supabase Storage {op} of {self._where(key)} failed: could not reach {redact_url(self.url)} "
                     f"({type(err).__name__}: {reason}). Check the network and {URL_ENV_VARS[0]}, or try again later.",
                     code=type(err).__name__,
                     key=key,
@@ -304,8 +326,17 @@ class SupabaseObjectStore:
         write_atomically(data, Path(destination))
 
     def list(self, prefix: str) -> builtins.list[str]:
+        return sorted(self._list_entries(prefix))
+
+    def list_modified(self, prefix: str) -> dict[str, datetime | None]:
+        """Direct children of ``prefix`` → Storage's ``updated_at`` (None for a folder or when absent)."""
+        return {
+            name: _timestamp(entry.get("updated_at")) for name, entry in self._list_entries(prefix).items()
+        }
+
+    def _list_entries(self, prefix: str) -> dict[str, dict[str, Any]]:
         folder = validate_prefix(prefix)
-        names: set[str] = set()
+        entries: dict[str, dict[str, Any]] = {}
         offset = 0
         while True:
             options = {
@@ -324,13 +355,13 @@ class SupabaseObjectStore:
                     f"({type(page).__name__}, not a list)",
                     key=folder or None,
                 )
-            names.update(
-                str(entry["name"])
+            entries.update(
+                (str(entry["name"]), entry)
                 for entry in page
                 if isinstance(entry, dict) and entry.get("name") and entry["name"] != PLACEHOLDER
             )
             if len(page) < LIST_PAGE_SIZE:
-                return sorted(names)
+                return entries
             offset += LIST_PAGE_SIZE
 
     def remove(self, keys: Sequence[str]) -> None:
@@ -346,4 +377,4 @@ class SupabaseObjectStore:
         return f"supabase://{self.bucket}"
 
     def __repr__(self) -> str:
-        return f"SupabaseObjectStore(url={self.url!r}, bucket={self.bucket!r})"
+        return f"SupabaseObjectStore(url={redact_url(self.url)!r}, bucket={self.bucket!r})"

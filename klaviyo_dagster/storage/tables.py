@@ -8,8 +8,10 @@ its derived rows, and a rerun replaces them instead of adding new ones.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -27,6 +29,8 @@ SNAPSHOT_LABEL = "Orchestrated Update"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
 SQLITE_SCHEMA = Path(__file__).with_name("sqlite_schema.sql")
+# The per-upload publish lock: a session-level advisory lock keyed by this text and the upload id.
+PUBLISH_LOCK_NAMESPACE = "klaviyo-dagster publish "
 # Who last wrote an account's timezone: the accounts sensor when it found the account, or a live run.
 TIMEZONE_FROM_DISCOVERY = "discovery"
 TIMEZONE_FROM_RUN = "run"
@@ -64,6 +68,27 @@ class RecordedTimezone:
     updated_at: str
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one statement may run and wait for a lock; how long a publish waits for its upload's lock.
+
+    ``contracts/supabase.md``, "Publishing is all or nothing": lock and statement timeouts, so a
+    session holding the upload row (``select ... for update``) fails the publish instead of stalling it.
+    """
+
+    lock_seconds: float = 30.0
+    statement_seconds: float = 120.0
+    publish_lock_seconds: float = 600.0
+
+
+class PublishLockTimeout(Exception):
+    """Another publish of the same upload held its lock for longer than the timeout."""
+
+
+class PublishSuperseded(Exception):
+    """The snapshot names another run as publishing it: this run no longer owns the publish."""
+
+
 class _Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
@@ -88,6 +113,10 @@ class Dialect(ABC):
     def sql(self, statement: str) -> str:
         return statement
 
+    @abstractmethod
+    def apply_timeouts(self, tx: _Transaction, timeouts: Timeouts) -> None:
+        """Lock and statement timeouts for the transaction ``tx`` has open."""
+
 
 class PostgresDialect(Dialect):
     name = "postgres"
@@ -99,14 +128,29 @@ class PostgresDialect(Dialect):
         self._dsn = dsn
 
     def connect(self) -> psycopg.Connection:
-        # prepare_threshold=None: no server-side prepared statements, which the pooler cannot route.
-        return psycopg.connect(self._dsn, prepare_threshold=None, connect_timeout=10)
+        """A new connection; a failure is a ``DatabaseConnectionError`` without the DSN's secrets
+        (psycopg quotes an unencoded password: see ``klaviyo_dagster/redaction.py``)."""
+        from klaviyo_dagster.redaction import connection_error
+
+        try:
+            # prepare_threshold=None: no server-side prepared statements, which the pooler cannot route.
+            return psycopg.connect(self._dsn, prepare_threshold=None, connect_timeout=10)
+        except psycopg.Error as exc:
+            error = connection_error(exc, self._dsn)
+        raise error from None  # outside the handler: neither __cause__ nor __context__ holds the DSN
 
     def partition_date(self) -> str:
         return "metadata->>'partition_date'"
 
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
+
+    def apply_timeouts(self, tx: _Transaction, timeouts: Timeouts) -> None:
+        # set_config(..., true) is SET LOCAL: it ends with the transaction.
+        tx.execute(
+            "select set_config('lock_timeout', ?, true), set_config('statement_timeout', ?, true)",
+            (_milliseconds(timeouts.lock_seconds), _milliseconds(timeouts.statement_seconds)),
+        )
 
 
 class SqliteDialect(Dialect):
@@ -124,6 +168,9 @@ class SqliteDialect(Dialect):
 
     def partition_date(self) -> str:
         return "json_extract(metadata, '$.partition_date')"
+
+    def apply_timeouts(self, tx: _Transaction, timeouts: Timeouts) -> None:
+        """SQLite locks the whole file: ``begin immediate`` waits up to the busy timeout, set on connect."""
 
 
 class IngestTables:
@@ -233,6 +280,109 @@ class IngestTables:
         )
         last = metrics.last_email_date.isoformat() if metrics.last_email_date else None
         tx.execute("update snapshots set last_email_date = ? where id = ?", (last, snapshot_id))
+
+    # --- publishing (storage/publish.py) ---------------------------------------------------------------
+
+    @contextmanager
+    def publish_lock(self, upload_id: str, timeouts: Timeouts) -> Iterator[None]:
+        """Held for a whole publish of ``upload_id``: two publishes of one partition never interleave.
+
+        ``contracts/supabase.md``, "Publishing is all or nothing" (two runs of the same partition at
+        once). Postgres: a session-level advisory lock on a dedicated connection, so it is released
+        when the process dies; SQLite: ``flock`` on a lock file beside the database, released the same
+        way. Waits at most ``timeouts.publish_lock_seconds``, then raises PublishLockTimeout.
+        """
+        if isinstance(self.dialect, SqliteDialect):
+            with _file_lock(self.dialect.path.parent / "locks" / f"{upload_id}.lock", upload_id, timeouts):
+                yield
+            return
+        with closing(self.dialect.connect()) as connection:
+            connection.autocommit = True
+            tx = _Transaction(connection, self.dialect)
+            key = (PUBLISH_LOCK_NAMESPACE + upload_id,)
+            tx.execute(
+                "select set_config('lock_timeout', ?, false)", (_milliseconds(timeouts.publish_lock_seconds),)
+            )
+            try:
+                tx.execute("select pg_advisory_lock(hashtextextended(?, 0))", key)
+            except psycopg.errors.LockNotAvailable:
+                raise _lock_timeout(upload_id, timeouts) from None
+            try:
+                yield
+            finally:
+                tx.execute("select pg_advisory_unlock(hashtextextended(?, 0))", key)
+
+    def begin_publish(self, *, upload_id: str, account_id: str, run_id: str, timeouts: Timeouts) -> str:
+        """Binds the upload and takes its one snapshot out of ``ready`` (status ``error``), committed.
+
+        The metadata keeps what it said and gains ``publishing`` (the run, since when); a new snapshot
+        is inserted in that state. The snapshot's id never changes. ``contracts/supabase.md``,
+        "Publishing is all or nothing": done before the first final file changes.
+        """
+        now = datetime.now(UTC).isoformat()
+        marker = {"dagster_run_id": run_id, "started_at": now}
+        with _foreign_keys_named(account_id), self._transaction(timeouts) as tx:
+            tx.execute(
+                "insert into uploads (id, account_id, status, updated_at) values (?, ?, 'bound', ?) "
+                "on conflict (id) do update set account_id = excluded.account_id, status = 'bound', "
+                "updated_at = excluded.updated_at",
+                (upload_id, account_id, now),
+            )
+            tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            found = tx.execute(
+                "select id, metadata from snapshots where upload_id = ? order by created_at limit 1",
+                (upload_id,),
+            ).fetchone()
+            if found:
+                snapshot_id = str(found[0])
+                metadata = {**_metadata(found[1]), "publishing": marker}
+                tx.execute(
+                    f"update snapshots set account_id = ?, label = ?, status = 'error', metadata = {self.dialect.json_param} "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                    "where id = ?",
+                    (account_id, SNAPSHOT_LABEL, json.dumps(metadata, sort_keys=True), snapshot_id),
+                )
+                return snapshot_id
+            snapshot_id = str(uuid.uuid4())
+            tx.execute(
+                "insert into snapshots (id, account_id, upload_id, label, status, metadata) "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                f"values (?, ?, ?, ?, 'error', {self.dialect.json_param})",
+                (snapshot_id, account_id, upload_id, SNAPSHOT_LABEL, json.dumps({"publishing": marker})),
+            )
+        return snapshot_id
+
+    def finish_publish(
+        self,
+        *,
+        snapshot_id: str,
+        run_id: str,
+        metadata: dict[str, Any],
+        metrics: SnapshotMetrics | None,
+        ready: bool,
+        timeouts: Timeouts,
+    ) -> None:
+        """In one transaction: the snapshot's derived rows (given ``metrics``), its metadata and, when
+        ``ready``, status ``ready``. Raises PublishSuperseded unless ``run_id`` still owns the publish.
+
+        ``contracts/supabase.md``, "Publishing is all or nothing": only after the last file is in
+        place; a snapshot is never ready without its derived rows.
+        """
+        with self._transaction(timeouts) as tx:
+            lock = self.dialect.lock_upload
+            query = f"select metadata from snapshots where id = ?{lock}"  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            row = tx.execute(query, (snapshot_id,)).fetchone()
+            publishing = _metadata(row[0]).get("publishing") if row else None
+            if not isinstance(publishing, dict) or publishing.get("dagster_run_id") != run_id:
+                raise PublishSuperseded(
+                    f"snapshot {snapshot_id} is no longer being published by run {run_id}: another run "
+                    "took over the partition; rerun it"
+                )
+            if metrics is not None:
+                self._replace_derived(tx, snapshot_id, metrics)
+            stored = metadata if ready else {**metadata, "publishing": publishing}
+            tx.execute(
+                f"update snapshots set status = ?, metadata = {self.dialect.json_param} where id = ?",  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                ("ready" if ready else "error", json.dumps(stored, sort_keys=True), snapshot_id),
+            )
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -344,14 +494,19 @@ class IngestTables:
             self._schema_checked = True
 
     @contextmanager
-    def _transaction(self) -> Iterator[_Transaction]:
+    def _transaction(self, timeouts: Timeouts | None = None) -> Iterator[_Transaction]:
         self._ensure_schema()
         connection = self.dialect.connect()
         try:
             if isinstance(self.dialect, SqliteDialect):
+                if timeouts is not None:
+                    connection.execute(f"pragma busy_timeout = {int(timeouts.lock_seconds * 1000)}")
                 connection.execute("begin immediate")
-            yield _Transaction(connection, self.dialect)
-            connection.commit()
+            tx = _Transaction(connection, self.dialect)
+            if timeouts is not None:
+                self.dialect.apply_timeouts(tx, timeouts)
+            yield tx
+            tx.commit()
         except BaseException:
             connection.rollback()
             raise
@@ -382,6 +537,9 @@ class _Transaction:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._connection.execute(self._dialect.sql(sql), params)
+
+    def commit(self) -> None:
+        self._connection.commit()
 
     def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
         if not rows:
@@ -424,6 +582,48 @@ def _migrated(table: str) -> Iterator[None]:
             f"The table {table} does not exist: run `python -m klaviyo_dagster migrate` (it only "
             "creates what is missing)"
         ) from None
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    """A snapshot's metadata as a dict (jsonb arrives parsed, SQLite text does not)."""
+    if isinstance(value, str):
+        value = json.loads(value or "{}")
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _lock_timeout(upload_id: str, timeouts: Timeouts) -> PublishLockTimeout:
+    return PublishLockTimeout(
+        f"another publish of upload {upload_id} held its lock for over {timeouts.publish_lock_seconds:g} s; "
+        "nothing was changed: rerun the partition once it is done"
+    )
+
+
+@contextmanager
+def _file_lock(path: Path, upload_id: str, timeouts: Timeouts) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, polled until ``timeouts.publish_lock_seconds``.
+
+    Held per open file, so two threads of one process exclude each other too; the kernel releases it
+    when the process dies.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeouts.publish_lock_seconds
+    with path.open("a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise _lock_timeout(upload_id, timeouts) from None
+                time.sleep(0.02)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _as_date(value: Any) -> date:

@@ -47,7 +47,11 @@ def resources(store_resource: IngestStoreResource) -> dict[str, Any]:
 
 
 def stored_object(data_dir: Path, name: str, staged: bool = False) -> Path:
-    """Where the local store keeps one of the tiny partition's files (staged until the snapshot)."""
-    return (
-        data_dir / "objects" / "preauth-uploads" / TINY_UPLOAD_ID / ((".staging." if staged else "") + name)
-    )
+    """Where the local store keeps one of the tiny partition's files; ``staged``: where the one run
+    that staged it put it (``{uploadId}/.staging/{runId}/{name}``, until the snapshot publishes it)."""
+    folder = data_dir / "objects" / "preauth-uploads" / TINY_UPLOAD_ID
+    if not staged:
+        return folder / name
+    found = sorted((folder / ".staging").glob(f"*/{name}"))
+    assert len(found) <= 1, f"staged by more than one run: {found}"
+    return found[0] if found else folder / ".staging" / "no-run" / name

@@ -81,8 +81,11 @@ def test_a_rerun_overwrites_the_partitions_files(tiny_store_env, instance, resou
 
     folders = [p for p in (data_dir / "objects" / "preauth-uploads").iterdir()]
     assert [p.name for p in folders] == [TINY_UPLOAD_ID]
-    staged = [".staging.campaigns.csv", ".staging.flows.csv", ".staging.subscribers.csv"]
-    assert sorted(p.name for p in folders[0].iterdir()) == staged
+    # Each run stages its files under its own name until a snapshot publishes them.
+    runs = sorted((folders[0] / ".staging").iterdir())
+    assert [p.name for p in folders[0].iterdir()] == [".staging"] and len(runs) == 2
+    for run in runs:
+        assert sorted(p.name for p in run.iterdir()) == ["campaigns.csv", "flows.csv", "subscribers.csv"]
 
 
 @dg.asset(ins={"flows_csv": dg.AssetIn(FLOWS_CSV)}, partitions_def=INGEST_ASSETS[0].partitions_def)

@@ -66,3 +66,34 @@ def test_the_cleanup_runs_at_two_utc_and_is_in_the_code_location() -> None:
         "UTC",
     )
     assert defs().resolve_job_def(CLEANUP_JOB_NAME).name == CLEANUP_JOB_NAME
+
+
+def test_an_upload_whose_folder_lists_nothing_is_kept_and_reported(tmp_path) -> None:
+    store_resource = IngestStoreResource(data_dir=str(tmp_path / "data"))
+    seed(store_resource, tmp_path)
+    old = nightly_upload_id(ACCOUNT, OLD)
+    store_resource.get_store().objects.remove([f"{old}/flows.csv"])
+
+    result = run(store_resource, dry_run=False)
+    output = result.output_for_node("remove_expired_uploads")
+    assert output["totals"]["uploads"] == 0 and output["totals"]["suspicious"] == 1
+    assert list(output["accounts"][0]["suspicious"]) == [old]
+    assert store_resource.get_store().tables.count_snapshots(old) == 1
+
+
+def test_a_failed_storage_check_fails_the_job_and_deletes_nothing(tmp_path, monkeypatch) -> None:
+    """Storage that lists and removes with 200 [] (a wrong bucket, a limited key) is caught first."""
+    store_resource = IngestStoreResource(data_dir=str(tmp_path / "data"))
+    seed(store_resource, tmp_path)
+    objects = store_resource.get_store().objects
+    monkeypatch.setattr(type(objects), "list", lambda self, prefix: [])
+    monkeypatch.setattr(type(objects), "list_modified", lambda self, prefix: {}, raising=False)
+
+    result = klaviyo_cleanup_job.execute_in_process(
+        run_config={"ops": {"remove_expired_uploads": {"config": {"dry_run": False}}}},
+        resources={"ingest_store": store_resource},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "storage check failed" in str(result.failure_data_for_node("remove_expired_uploads").error)
+    assert store_resource.get_store().tables.count_snapshots(nightly_upload_id(ACCOUNT, OLD)) == 1

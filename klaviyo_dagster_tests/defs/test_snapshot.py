@@ -191,3 +191,45 @@ def test_a_processor_error_fails_the_asset(tiny_store_env, instance, resources) 
     failure = result.failure_data_for_node("snapshot").user_failure_data
     assert "answered 500" in failure.description
     assert "s3cret-admin" not in failure.description
+
+
+def test_a_processor_error_leaves_the_snapshot_out_of_ready(
+    tiny_store_env, instance, resources, store_resource
+) -> None:
+    with Processor(500) as processor:
+        resources[SNAPSHOT_PROCESSING_RESOURCE_KEY] = SnapshotProcessingResource(
+            processor_url=processor.url, admin_secret="s3cret-admin"
+        )
+        result = run(instance, resources)
+
+    row = store_resource.get_store().tables.snapshot_for_upload(TINY_UPLOAD_ID)
+    assert row.status == "error"  # the dashboard never shows it without its metrics
+    assert row.metadata["publishing"]["dagster_run_id"] == result.run_id
+
+
+def test_the_snapshot_alone_publishes_the_files_of_the_run_that_staged_them(
+    tiny_store_env, instance, resources, store_resource, data_dir
+) -> None:
+    files = dg.materialize(
+        INGEST_ASSETS,
+        partition_key=TINY_PARTITION,
+        instance=instance,
+        resources=resources,
+        run_config=RUN_CONFIG,
+    )
+    alone = dg.materialize(
+        ALL_ASSETS,
+        partition_key=TINY_PARTITION,
+        instance=instance,
+        resources=resources,
+        selection=[snapshot.key],
+    )
+
+    assert alone.success
+    row = store_resource.get_store().tables.snapshot_for_upload(TINY_UPLOAD_ID)
+    assert row.status == "ready"
+    assert row.metadata["dagster_run_id"] == files.run_id
+    assert row.metadata["published_by_dagster_run_id"] == alone.run_id
+    assert snapshot_metadata(alone)["files_from_run"] == files.run_id
+    folder = data_dir / "objects" / "preauth-uploads" / TINY_UPLOAD_ID
+    assert sorted(p.name for p in folder.iterdir()) == ["campaigns.csv", "flows.csv", "subscribers.csv"]

@@ -215,7 +215,7 @@ def test_a_lasting_fault_fails_its_file_by_endpoint_and_reason_and_a_rerun_repai
     assert not list(local_object(data_dir, "x").parent.glob(".upload-*"))
     # The files that did materialize wait under their staging names for a snapshot that never came.
     assert_every_materialization_matches_its_file(
-        failed, lambda name: local_object(data_dir, f".staging.{name}").read_bytes()
+        failed, lambda name: local_object(data_dir, f".staging/{failed.run_id}/{name}").read_bytes()
     )
     tables = fault_resources["ingest_store"].get_store().tables
     assert tables.snapshot_for_upload(TINY_UPLOAD_ID) is None

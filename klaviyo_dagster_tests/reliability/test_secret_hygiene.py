@@ -214,3 +214,33 @@ def test_no_secret_appears_in_anything_a_run_produces(
         if value in text
     ]
     assert leaks == []
+
+
+# Distinctive pieces between the characters a URL password must encode: psycopg would quote the whole
+# password (a space) or the part after an "@" (as the host) if connections were not redacted.
+UNENCODED_PASSWORD = "SENTINELp1 SENTINELp2@SENTINELp3:SENTINELp4/SENTINELp5"
+
+
+def test_an_unencoded_database_password_appears_in_nothing_a_run_produces(
+    sentinel_world, instance, fast_retries, caplog, capfd, monkeypatch
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    dsn = closed_port_dsn("PLACEHOLDER").replace("PLACEHOLDER", UNENCODED_PASSWORD)
+    monkeypatch.setenv("SUPABASE_DB_URL", dsn)
+    failed = run_partition(instance, env_resources())
+    assert not failed.success
+    assert "percent-encoded" in str(failed.failure_data_for_node("flows_csv").error)
+
+    out, err = capfd.readouterr()
+    texts = {
+        "event logs, run records and metadata": everything_recorded(instance, [failed], sentinel_world),
+        "stdout": out,
+        "stderr": err,
+        "log records": caplog.text + "\n".join(repr(r.__dict__) for r in caplog.records),
+    }
+    pieces = [
+        UNENCODED_PASSWORD,
+        *UNENCODED_PASSWORD.replace("@", " ").replace(":", " ").replace("/", " ").split(),
+    ]
+    leaks = [f"{piece!r} in {where}" for piece in pieces for where, text in texts.items() if piece in text]
+    assert leaks == []

@@ -16,7 +16,10 @@ from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
 from klaviyo_dagster.defs.io_managers import IngestStoreIOManager
 from klaviyo_dagster.defs.resources import INGEST_STORE_RESOURCE_KEY
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
-from klaviyo_dagster.storage.tables import IngestTables
+from klaviyo_dagster.storage import publish as publish_module
+from klaviyo_dagster.storage.objects import LocalObjectStore, StorageError
+from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
+from klaviyo_dagster.storage.tables import IngestTables, Timeouts
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, BUCKET, SERVICE_KEY
 from klaviyo_dagster_tests.defs.conftest import TINY_UPLOAD_ID
 from klaviyo_dagster_tests.producers import test_flows
@@ -48,7 +51,7 @@ def stored(double, name: str) -> bytes:
 
 def assert_repaired(result, double, tables: IngestTables) -> None:
     assert result.success
-    assert set(double.bucket_objects(BUCKET)) == OBJECTS
+    assert set(double.bucket_objects(BUCKET)) == OBJECTS  # staging of this run and of dead runs gone
     assert stored(double, "flows.csv") == test_flows.EXPECTED.encode()
     assert_every_materialization_matches_its_file(result, lambda name: stored(double, name))
     assert tables.count_snapshots(TINY_UPLOAD_ID) == 1
@@ -119,19 +122,146 @@ def test_the_connection_lost_inside_the_snapshot_transaction_leaves_nothing_half
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     with monkeypatch.context() as patch:
-        # The upload row is bound and the snapshot row written in the transaction by now.
+        # The files are in place by now; the transaction that makes the snapshot ready is open.
         patch.setattr(IngestTables, "_replace_derived", connection_lost)
         failed = run_partition(instance, production)
 
     tables = IngestTables.postgres(clean_postgres)
     assert step_events(failed, "STEP_FAILURE") == ["snapshot"]
     assert "server closed the connection" in str(failed.failure_data_for_node("snapshot").error)
-    assert tables.upload(TINY_UPLOAD_ID) is None  # rolled back: not bound
-    assert tables.snapshot_for_upload(TINY_UPLOAD_ID) is None  # no snapshot without derived rows
+    row = tables.snapshot_for_upload(TINY_UPLOAD_ID)
+    assert row.status == "error"  # rolled back: never ready, so the dashboard does not show it
+    assert row.metadata["publishing"]["dagster_run_id"] == failed.run_id
     with psycopg.connect(clean_postgres) as connection:
         assert connection.execute("select count(*) from snapshot_totals").fetchone() == (0,)
 
     assert_repaired(run_partition(instance, production), supabase_double, tables)
+
+
+def ready_snapshot_matches_its_files(tables: IngestTables, read) -> None:
+    """The contract's invariant for the partition: a ready snapshot's row counts are its files'."""
+    row = tables.snapshot_for_upload(TINY_UPLOAD_ID)
+    if row is None or row.status != "ready":
+        return
+    for name in FILE_NAMES.values():
+        assert row.metadata["rows"][name.removesuffix(".csv")] == data_rows(read(name)), name
+
+
+@pytest.fixture
+def storage_dies_after_flows(monkeypatch: pytest.MonkeyPatch):
+    """Storage stops answering right after flows.csv was moved into place (both stores)."""
+
+    def install(store_class) -> None:
+        real = store_class.upload
+
+        def upload(self, key, source, content_type="text/csv"):
+            if key in (f"{TINY_UPLOAD_ID}/campaigns.csv", f"{TINY_UPLOAD_ID}/subscribers.csv"):
+                raise StorageError("Storage unavailable (simulated outage)", status=503)
+            return real(self, key, source, content_type)
+
+        monkeypatch.setattr(store_class, "upload", upload)
+
+    return install
+
+
+def test_storage_dying_mid_publish_never_shows_a_ready_snapshot_over_mixed_files_and_a_rerun_repairs(
+    tiny_store_env,
+    instance,
+    production,
+    supabase_double,
+    clean_postgres,
+    storage_dies_after_flows,
+    monkeypatch,
+) -> None:
+    assert run_partition(instance, production).success  # 3 days, ready
+    tables = IngestTables.postgres(clean_postgres)
+    with monkeypatch.context() as patch:
+        patch.setattr(SupabaseObjectStore, "upload", SupabaseObjectStore.upload)  # restored afterwards
+        storage_dies_after_flows(SupabaseObjectStore)
+        failed = run_partition(instance, production, run_config(days=2))
+
+    assert step_events(failed, "STEP_FAILURE") == ["snapshot"]
+    assert tables.snapshot_for_upload(TINY_UPLOAD_ID).status == "error"  # the dashboard falls back
+    ready_snapshot_matches_its_files(tables, lambda name: stored(supabase_double, name))
+
+    assert_repaired(run_partition(instance, production), supabase_double, tables)
+
+
+def test_a_rerun_killed_after_flows_moved_into_place_on_the_local_store_leaves_no_ready_mix(
+    tiny_store_env, instance, resources, data_dir, storage_dies_after_flows, monkeypatch
+) -> None:
+    assert run_partition(instance, resources).success
+    tables = resources[INGEST_STORE_RESOURCE_KEY].get_store().tables
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalObjectStore, "upload", LocalObjectStore.upload)
+        storage_dies_after_flows(LocalObjectStore)
+        failed = run_partition(instance, resources, run_config(days=2))
+
+    assert step_events(failed, "STEP_FAILURE") == ["snapshot"]
+    assert tables.snapshot_for_upload(TINY_UPLOAD_ID).status == "error"
+    ready_snapshot_matches_its_files(tables, lambda name: local_object(data_dir, name).read_bytes())
+
+    repaired = run_partition(instance, resources)
+    assert repaired.success and tables.count_snapshots(TINY_UPLOAD_ID) == 1
+    ready_snapshot_matches_its_files(tables, lambda name: local_object(data_dir, name).read_bytes())
+    assert sorted(p.name for p in local_object(data_dir, "x").parent.iterdir()) == sorted(FILE_NAMES.values())
+
+
+def test_a_session_holding_the_upload_row_times_the_snapshot_out_with_the_old_files_still_shown(
+    tiny_store_env, instance, production, supabase_double, clean_postgres, monkeypatch
+) -> None:
+    first = run_partition(instance, production)
+    assert first.success
+    before = {name: stored(supabase_double, name) for name in FILE_NAMES.values()}
+    monkeypatch.setattr(
+        publish_module, "DEFAULT_TIMEOUTS", Timeouts(lock_seconds=0.2, publish_lock_seconds=1)
+    )
+
+    with psycopg.connect(clean_postgres) as other:
+        other.execute("select id from uploads where id = %s for update", (TINY_UPLOAD_ID,))
+        failed = run_partition(instance, production, run_config(days=2))
+
+    tables = IngestTables.postgres(clean_postgres)
+    assert step_events(failed, "STEP_FAILURE") == ["snapshot"]
+    assert "PublishTimedOut" in failed.failure_data_for_node("snapshot").user_failure_data.description
+    row = tables.snapshot_for_upload(TINY_UPLOAD_ID)
+    assert row.status == "ready" and row.metadata["dagster_run_id"] == first.run_id
+    assert {name: stored(supabase_double, name) for name in FILE_NAMES.values()} == before
+
+
+def test_report_values_that_do_not_parse_fail_the_snapshot_before_any_file_moves(
+    tiny_store_env, instance, resources, data_dir
+) -> None:
+    first = run_partition(instance, resources)
+    assert first.success
+    before = local_object(data_dir, "campaigns.csv").read_bytes()
+    files = run_partition(instance, resources, selection=list(INGEST_ASSET_KEYS))
+    staged = local_object(data_dir, f".staging/{files.run_id}/campaigns.csv")
+    header, *records = staged.read_text(encoding="utf-8").splitlines()
+    staged.write_text(
+        "\n".join([header, *(r.replace(",", ",NaN,", 1) for r in records)]) + "\n", encoding="utf-8"
+    )
+
+    failed = run_partition(instance, resources, config={}, selection=[SNAPSHOT])
+
+    tables = resources[INGEST_STORE_RESOURCE_KEY].get_store().tables
+    assert "StagedFileInvalid" in failed.failure_data_for_node("snapshot").user_failure_data.description
+    row = tables.snapshot_for_upload(TINY_UPLOAD_ID)
+    assert row.status == "ready" and row.metadata["dagster_run_id"] == first.run_id
+    assert local_object(data_dir, "campaigns.csv").read_bytes() == before
+
+
+def test_the_snapshot_of_a_run_publishes_that_runs_files_not_another_runs(
+    tiny_store_env, instance, resources, data_dir
+) -> None:
+    other = run_partition(instance, resources, run_config(days=2), selection=list(INGEST_ASSET_KEYS))
+    mine = run_partition(instance, resources)  # 3 days, while the other run's files are staged
+
+    assert mine.success
+    row = resources[INGEST_STORE_RESOURCE_KEY].get_store().tables.snapshot_for_upload(TINY_UPLOAD_ID)
+    assert row.metadata["dagster_run_id"] == mine.run_id != other.run_id
+    assert row.metadata["window"]["first_day"] == "2026-03-07"
+    assert row.metadata["rows"]["flows"] == data_rows(local_object(data_dir, "flows.csv").read_bytes())
 
 
 class KillSwitch:

@@ -1,11 +1,24 @@
 """An HTTP-level double of Supabase Storage, for the real ``supabase`` client to talk to.
 
-It serves the endpoints storage3 2.34 uses for upload/update/download/list/remove under
-``/storage/v1`` and answers like the real service does (see the Supabase contract): errors are
-HTTP 400 with the intended status as a *string* ``statusCode`` in a JSON body; a bad key is
-``403/Unauthorized``; a duplicate without ``x-upsert: true`` is ``409/Duplicate``; a missing bucket is
-``404/Bucket not found``; a missing object ``404/not_found``; an object over the limit
-``413/Payload too large``. Faults: ``fail_next(n, 503 | "timeout" | "gateway_html")``.
+It serves the endpoints storage3 2.34 uses for upload/update/download/list/remove/move/copy under
+``/storage/v1`` and answers like the real service does (``../shared/contracts/supabase.md``,
+"Storage", and its "Seen on the real server (2026-11-30 lab)" facts):
+
+* errors are HTTP 400 with the intended status as a *string* ``statusCode`` in a JSON body that
+  also carries a ``code`` (``NoSuchKey``, ``NoSuchBucket``, ``KeyAlreadyExists``, ``EntityTooLarge``,
+  ``InvalidMimeType``, ``InvalidRequest``; ``InvalidJWT``/``AccessDenied`` for refused keys);
+* a **missing bucket**, or a key limited by row-level security (``anon_key``), gives ``200 []`` on
+  list **and** remove — not an error; uploads there are ``404/Bucket not found`` and
+  ``403/Unauthorized`` (RLS), and the RLS-limited key sees no object (download ``404/not_found``);
+* a **bad key** gives ``403/Unauthorized`` on upload, list and remove, but ``404/Bucket not found``
+  on download; ``remove([])`` is ``400/InvalidRequest``;
+* a duplicate upload without ``x-upsert: true`` is ``409/Duplicate``; ``PUT`` (update) on a missing
+  key creates it; ``move`` onto an existing key is ``409/Duplicate``, ``copy`` too unless
+  ``x-upsert: true``; a missing source is ``404/not_found``;
+* downloads carry the stored content type as is (``text/csv``, no charset); an object over the
+  limit is ``413/Payload too large``, a refused type ``415/invalid_mime_type``.
+
+Faults: ``fail_next(n, 503 | "timeout" | "gateway_html")``.
 
     with SupabaseStorageDouble(service_key="...") as double:
         store = SupabaseObjectStore(double.url, "...", "preauth-uploads")
@@ -36,6 +49,8 @@ GATEWAY_HTML = (
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
 )
 _SECRET_HEADERS = frozenset({"authorization", "apikey"})
+# A key Storage accepts but whose role row-level security limits (the project's anon key).
+DEFAULT_ANON_KEY = "sb-test-anon-" + "a11ce" * 6
 
 
 @dataclass(frozen=True)
@@ -59,12 +74,14 @@ class _Fault:
 @dataclass
 class _State:
     service_key: str
+    anon_key: str | None
     buckets: dict[str, dict[str, tuple[bytes, str, str]]]  # bucket -> key -> (data, content type, id)
     max_object_bytes: int
     allowed_mime_types: frozenset[str] | None
     hang_seconds: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: list[RecordedRequest] = field(default_factory=list)
+    written: dict[str, datetime] = field(default_factory=dict)  # "bucket/key" -> seeded updated_at
     faults: list[_Fault] = field(default_factory=list)
     shutdown: asyncio.Event | None = None
 
@@ -107,9 +124,11 @@ def _parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[bytes, s
     return fields
 
 
-def _object_row(bucket: str, name: str, key: str, entry: tuple[bytes, str, str]) -> dict[str, Any]:
+def _object_row(
+    bucket: str, name: str, key: str, entry: tuple[bytes, str, str], written: datetime | None = None
+) -> dict[str, Any]:
     data, content_type, object_id = entry
-    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    now = (written or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
     return {
         "name": name,
         "id": object_id,
@@ -129,23 +148,45 @@ def _object_row(bucket: str, name: str, key: str, entry: tuple[bytes, str, str])
     }
 
 
+def _role(state: _State, request: Request) -> str | None:
+    """``"service"``, ``"anon"`` (limited by row-level security) or None (a refused key)."""
+    for role, key in (("service", state.service_key), ("anon", state.anon_key)):
+        if (
+            key
+            and request.headers.get("authorization") == f"Bearer {key}"
+            and request.headers.get("apikey") == key
+        ):
+            return role
+    return None
+
+
+def _not_found() -> JSONResponse:
+    return _storage_error("404", "not_found", "Object not found", code="NoSuchKey")
+
+
+def _bucket_missing() -> JSONResponse:
+    return _storage_error("404", "Bucket not found", "Bucket not found", code="NoSuchBucket")
+
+
 def build_app(state: _State) -> Starlette:
-    def authorized(request: Request) -> bool:
-        key = state.service_key
-        return (
-            request.headers.get("authorization") == f"Bearer {key}" and request.headers.get("apikey") == key
+    def unauthorized() -> JSONResponse:
+        return _storage_error("403", "Unauthorized", "invalid signature", code="InvalidJWT")
+
+    def rls_denied() -> JSONResponse:
+        return _storage_error(
+            "403", "Unauthorized", "new row violates row-level security policy", code="AccessDenied"
         )
 
-    def unauthorized() -> JSONResponse:
-        return _storage_error("403", "Unauthorized", "invalid signature")
-
-    def bucket_missing() -> JSONResponse:
-        return _storage_error("404", "Bucket not found", "Bucket not found")
+    def visible(request: Request, bucket: str) -> bool:
+        """The bucket exists and the key's role may see its objects (Storage filters, not refuses)."""
+        return bucket in state.buckets and request.state.role == "service"
 
     async def upload(request: Request, body: bytes) -> tuple[Response, str | None]:
         bucket, key = request.path_params["bucket"], request.path_params["key"]
         if bucket not in state.buckets:
-            return bucket_missing(), None
+            return _bucket_missing(), None
+        if request.state.role != "service":
+            return rls_denied(), None
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
             fields = _parse_multipart(body, content_type)
@@ -157,11 +198,14 @@ def build_app(state: _State) -> Starlette:
             data, mimetype = body, content_type or "application/octet-stream"
         if len(data) > state.max_object_bytes:
             return _storage_error(
-                "413", "Payload too large", "The object exceeded the maximum allowed size"
+                "413",
+                "Payload too large",
+                "The object exceeded the maximum allowed size",
+                code="EntityTooLarge",
             ), mimetype
         if state.allowed_mime_types is not None and mimetype.split(";")[0] not in state.allowed_mime_types:
             return _storage_error(
-                "415", "invalid_mime_type", f"mime type {mimetype} is not supported"
+                "415", "invalid_mime_type", f"mime type {mimetype} is not supported", code="InvalidMimeType"
             ), mimetype
         objects = state.buckets[bucket]
         with state.lock:
@@ -174,26 +218,26 @@ def build_app(state: _State) -> Starlette:
                 return _storage_error(
                     "409", "Duplicate", "The resource already exists", code="KeyAlreadyExists"
                 ), mimetype
-            if request.method == "PUT" and existing is None:
-                return _storage_error("404", "not_found", "Object not found"), mimetype
             object_id = existing[2] if existing else str(uuid.uuid4())
             objects[key] = (data, mimetype, object_id)
+            state.written.pop(f"{bucket}/{key}", None)  # written now
         return JSONResponse({"Key": f"{bucket}/{key}", "Id": object_id}), mimetype
 
     async def download(request: Request, body: bytes) -> tuple[Response, str | None]:
         bucket, key = request.path_params["bucket"], request.path_params["key"]
         if bucket not in state.buckets:
-            return bucket_missing(), None
+            return _bucket_missing(), None
         with state.lock:
-            entry = state.buckets[bucket].get(key)
+            entry = state.buckets[bucket].get(key) if visible(request, bucket) else None
         if entry is None:
-            return _storage_error("404", "not_found", "Object not found"), None
-        return Response(entry[0], media_type=entry[1]), None
+            return _not_found(), None
+        # The stored type as is: Starlette's media_type would append "; charset=utf-8" to text/*.
+        return Response(entry[0], headers={"content-type": entry[1]}), None
 
     async def list_objects(request: Request, body: bytes) -> tuple[Response, str | None]:
         bucket = request.path_params["bucket"]
-        if bucket not in state.buckets:
-            return bucket_missing(), None
+        if not visible(request, bucket):  # a missing bucket or an RLS-limited key: 200 [], not an error
+            return JSONResponse([]), None
         options = json.loads(body or b"{}")
         prefix = str(options.get("prefix") or "").strip("/")
         folder = f"{prefix}/" if prefix else ""
@@ -220,15 +264,22 @@ def build_app(state: _State) -> Starlette:
                         },
                     )
                 else:
-                    rows[name] = _object_row(bucket, name, key, entry)
+                    rows[name] = _object_row(bucket, name, key, entry, state.written.get(f"{bucket}/{key}"))
         names = sorted((n for n in rows if n.lower().startswith(search)), reverse=descending)
         return JSONResponse([rows[n] for n in names[offset : offset + limit]]), None
 
     async def remove(request: Request, body: bytes) -> tuple[Response, str | None]:
         bucket = request.path_params["bucket"]
-        if bucket not in state.buckets:
-            return bucket_missing(), None
         prefixes = json.loads(body or b"{}").get("prefixes") or []
+        if not prefixes:
+            return _storage_error(
+                "400",
+                "InvalidRequest",
+                "body/prefixes must NOT have fewer than 1 items",
+                code="InvalidRequest",
+            ), None
+        if not visible(request, bucket):  # a missing bucket or an RLS-limited key: 200 [], nothing removed
+            return JSONResponse([]), None
         removed = []
         with state.lock:
             for key in prefixes:
@@ -236,6 +287,30 @@ def build_app(state: _State) -> Starlette:
                 if entry is not None:
                     removed.append(_object_row(bucket, key, key, entry))
         return JSONResponse(removed), None
+
+    async def move_or_copy(request: Request, body: bytes) -> tuple[Response, str | None]:
+        options = json.loads(body or b"{}")
+        bucket = str(options.get("bucketId") or "")
+        source, target = str(options.get("sourceKey") or ""), str(options.get("destinationKey") or "")
+        copy = request.url.path.endswith("/copy")
+        with state.lock:
+            objects = state.buckets.get(bucket) if visible(request, bucket) else None
+            entry = objects.get(source) if objects is not None else None
+            if objects is None or entry is None:
+                return _not_found(), None
+            upsert = copy and request.headers.get("x-upsert") == "true"
+            if target in objects and not upsert:
+                return _storage_error(
+                    "409", "Duplicate", "The resource already exists", code="KeyAlreadyExists"
+                ), None
+            state.written.pop(f"{bucket}/{target}", None)
+            if copy:
+                objects[target] = (entry[0], entry[1], str(uuid.uuid4()))
+            else:
+                objects[target] = objects.pop(source)
+        if copy:
+            return JSONResponse({"Key": f"{bucket}/{target}"}), None
+        return JSONResponse({"message": "Successfully moved"}), None
 
     def endpoint(handler: Any) -> Any:
         async def run(request: Request) -> Response:
@@ -275,8 +350,10 @@ def build_app(state: _State) -> Starlette:
                     response = _storage_error(str(status), "injected", f"injected {status}")
                 record(response.status_code, str(status))
                 return response
-            if not authorized(request):
-                response = unauthorized()
+            request.state.role = _role(state, request)
+            if request.state.role is None:
+                # A refused key: 403 everywhere, except that a download says "Bucket not found".
+                response = _bucket_missing() if request.method == "GET" else unauthorized()
                 record(response.status_code)
                 return response
             response, file_type = await handler(request, body)
@@ -288,6 +365,8 @@ def build_app(state: _State) -> Starlette:
     return Starlette(
         routes=[
             Route("/storage/v1/object/list/{bucket}", endpoint(list_objects), methods=["POST"]),
+            Route("/storage/v1/object/move", endpoint(move_or_copy), methods=["POST"]),
+            Route("/storage/v1/object/copy", endpoint(move_or_copy), methods=["POST"]),
             Route("/storage/v1/object/{bucket}/{key:path}", endpoint(upload), methods=["POST", "PUT"]),
             Route("/storage/v1/object/{bucket}/{key:path}", endpoint(download), methods=["GET"]),
             Route("/storage/v1/object/{bucket}", endpoint(remove), methods=["DELETE"]),
@@ -300,6 +379,7 @@ class SupabaseStorageDouble(ServedApp):
 
     ``url`` is what ``create_client`` takes; ``objects`` is the first bucket's content
     (key -> (bytes, content type)); ``requests`` the log; ``fail_next`` injects faults.
+    ``anon_key`` is accepted but limited by row-level security (sees and removes nothing).
     """
 
     server_name = "supabase-storage-double"
@@ -308,6 +388,7 @@ class SupabaseStorageDouble(ServedApp):
         self,
         service_key: str,
         buckets: Iterable[str] = ("preauth-uploads",),
+        anon_key: str | None = DEFAULT_ANON_KEY,
         max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES,
         allowed_mime_types: Iterable[str] | None = None,
         hang_seconds: float = 30.0,
@@ -318,6 +399,7 @@ class SupabaseStorageDouble(ServedApp):
         self.buckets = tuple(buckets)
         self.state = _State(
             service_key=service_key,
+            anon_key=anon_key,
             buckets={name: {} for name in self.buckets},
             max_object_bytes=max_object_bytes,
             allowed_mime_types=frozenset(allowed_mime_types) if allowed_mime_types is not None else None,
@@ -343,11 +425,21 @@ class SupabaseStorageDouble(ServedApp):
             return {key: (data, ctype) for key, (data, ctype, _) in self.state.buckets[bucket].items()}
 
     def put_object(
-        self, key: str, data: bytes, content_type: str = "text/csv", bucket: str | None = None
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "text/csv",
+        bucket: str | None = None,
+        written: datetime | None = None,
     ) -> None:
-        """Seed an object directly (no request logged)."""
+        """Seed an object directly (no request logged); ``written`` back-dates its ``updated_at``."""
+        bucket = bucket or self.buckets[0]
         with self.state.lock:
-            self.state.buckets[bucket or self.buckets[0]][key] = (data, content_type, str(uuid.uuid4()))
+            self.state.buckets[bucket][key] = (data, content_type, str(uuid.uuid4()))
+            if written is not None:
+                self.state.written[f"{bucket}/{key}"] = written
+            else:
+                self.state.written.pop(f"{bucket}/{key}", None)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -370,5 +462,6 @@ class SupabaseStorageDouble(ServedApp):
         with self.state.lock:
             self.state.requests.clear()
             self.state.faults.clear()
+            self.state.written.clear()
             for objects in self.state.buckets.values():
                 objects.clear()

@@ -20,6 +20,7 @@ B expired → 'expired'; one of no account (account_id null) → 'expired'.
 from __future__ import annotations
 
 import builtins
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,12 +31,21 @@ from typing import Any
 import pytest
 
 from klaviyo_dagster.processing.metrics import SeriesPoint, SnapshotMetrics
-from klaviyo_dagster.storage.cleanup import CleanupError, CleanupReport, plan_cleanup, run_cleanup
+from klaviyo_dagster.storage.cleanup import (
+    CLEANUP_MARK,
+    PROBE_FOLDER,
+    CleanupError,
+    CleanupReport,
+    plan_cleanup,
+    run_cleanup,
+)
 from klaviyo_dagster.storage.ids import nightly_upload_id, upload_id
 from klaviyo_dagster.storage.objects import LocalObjectStore, ObjectStore, StorageError
 from klaviyo_dagster.storage.store import IngestStore
+from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import BUCKET
+from klaviyo_dagster_tests.storage.supabase_double import DEFAULT_ANON_KEY, SupabaseStorageDouble
 
 A = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 B = "6c1d8b4f-3a5e-4d2b-8f9c-2e3d4c5b6a71"
@@ -61,7 +71,7 @@ class Backend:
     name: str
     tables: IngestTables
     objects: ObjectStore
-    put: Callable[[str], None]  # seed an object
+    put: Callable[..., None]  # seed an object: put(key, written=None)
     keys: Callable[[], set[str]]  # every object key in the bucket
     outage: Callable[[Sequence[str]], None]  # a remove() that fails as this backend's storage would
 
@@ -95,7 +105,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
             request.param,
             IngestTables.postgres(request.getfixturevalue("clean_postgres")),
             supabase_store,
-            put=lambda key: double.put_object(key, b"csv\n"),
+            put=lambda key, written=None: double.put_object(key, b"csv\n", written=written),
             keys=lambda: set(double.bucket_objects(BUCKET)),
             outage=outage,
         )
@@ -103,10 +113,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     tables.migrate()
     local = LocalObjectStore(tmp_path / "objects", BUCKET)
 
-    def put(key: str) -> None:
+    def put(key: str, written: datetime | None = None) -> None:
         path = local.bucket_dir / key
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"csv\n")
+        if written is not None:
+            os.utime(path, (written.timestamp(), written.timestamp()))
 
     def local_outage(keys: Sequence[str]) -> None:
         raise StorageError("the disk is gone (simulated)", code="simulated")
@@ -142,6 +154,9 @@ class HookedObjects:
         return self.inner.list(prefix)
 
     def remove(self, keys: Sequence[str]) -> None:
+        if all(key.startswith(f"{PROBE_FOLDER}/") for key in keys):  # the storage probe: not counted
+            self.inner.remove(keys)
+            return
         self.removes += 1
         self.on_remove(self.removes, keys, self.inner)
 
@@ -343,6 +358,8 @@ def test_deletes_exactly_the_old_ingest_uploads_and_expires_stale_preauth(
         "snapshots": 3,
         "expired_preauth": 3,
         "errors": 0,
+        "suspicious": 0,
+        "staging": 0,
     }
 
     # A second night finds nothing more to do.
@@ -500,3 +517,171 @@ def test_bad_arguments_are_refused_before_anything_is_touched(
     with pytest.raises(TypeError, match="not a single string"):
         run_cleanup(store, account_ids=A)
     assert not (tmp_path / "ingest.sqlite3").exists()
+
+
+# --- Storage's quiet answers: an empty listing is no proof (contracts/supabase.md) ---------------------
+
+
+@pytest.mark.parametrize(
+    "store_settings",
+    [
+        {"bucket": "no-such-bucket"},
+        {"service_role_key": DEFAULT_ANON_KEY},
+        {"service_role_key": "sb-wrong-" + "0" * 30},
+    ],
+    ids=["wrong bucket", "key limited by row-level security", "refused key"],
+)
+def test_a_wrong_bucket_or_a_key_without_rights_deletes_no_row(
+    supabase_double: SupabaseStorageDouble,
+    supabase_store_factory: Callable[..., SupabaseObjectStore],
+    clean_postgres: str,
+    store_settings: dict[str, str],
+) -> None:
+    """The double answers list and remove with 200 [] there, as the real server does: the old cleanup
+    deleted every old upload's rows and orphaned its files for ever."""
+    tables = IngestTables.postgres(clean_postgres)
+    tables.ensure_account(A, "Acme")
+    backend = Backend(
+        "postgres+supabase", tables, supabase_double, put=lambda key: None, keys=set, outage=print
+    )
+    backend.put = lambda key, written=None: supabase_double.put_object(key, b"csv\n")
+    old, _ = nightly(backend, A, day("04-01"), at("04-02"))
+    nightly(backend, A, day("06-28"), at("06-29"))
+    before = (backend.rows("select id from uploads order by id"), supabase_double.objects)
+
+    store = IngestStore(objects=supabase_store_factory(**store_settings), tables=tables, owns_accounts=True)
+    for dry_run in (True, False):
+        with pytest.raises(CleanupError, match="storage check failed") as caught:
+            run_cleanup(store, now=NOW, dry_run=dry_run)
+        report = caught.value.report
+        assert report.storage_error and report.total_uploads == 0 and report.total_objects == 0
+        assert (backend.rows("select id from uploads order by id"), supabase_double.objects) == before
+    assert derived_counts(
+        backend, backend.rows("select id from snapshots where upload_id = ?", (old,))[0][0]
+    ) == (2, 2)
+
+
+class SilentRemove(HookedObjects):
+    """A store whose remove answers and removes nothing (as Storage does for a limited key)."""
+
+    def __init__(self, inner: ObjectStore, probe_too: bool) -> None:
+        super().__init__(inner, lambda call, keys, inner: None)
+        self.probe_too = probe_too
+
+    def remove(self, keys: Sequence[str]) -> None:
+        if not self.probe_too and all(key.startswith(f"{PROBE_FOLDER}/") for key in keys):
+            self.inner.remove(keys)
+
+
+def test_a_remove_that_removes_nothing_fails_the_probe(backend: Backend, world: World) -> None:
+    before = backend.state()
+    with pytest.raises(CleanupError, match="left it in place") as caught:
+        run_cleanup(backend.store(SilentRemove(backend.objects, probe_too=True)), now=NOW)
+    assert caught.value.report.total_uploads == 0
+    after = backend.state()
+    ours = [key for key in after["objects"] if not key.startswith(f"{PROBE_FOLDER}/")]  # its marker stayed
+    assert ours == before["objects"] and after["snapshots"] == before["snapshots"]
+
+
+def test_objects_still_listed_after_a_remove_keep_the_rows(backend: Backend, world: World) -> None:
+    with pytest.raises(CleanupError, match="still listed") as caught:
+        run_cleanup(backend.store(SilentRemove(backend.objects, probe_too=False)), now=NOW)
+    a, b = caught.value.report.accounts
+    assert a.uploads == [] and b.uploads == [] and a.error and b.error
+    assert {world.a_old1, world.a_old2, world.b_old} <= upload_ids(backend)
+
+
+def test_an_old_upload_whose_folder_lists_nothing_is_reported_and_kept(
+    backend: Backend, world: World
+) -> None:
+    w = world
+    backend.objects.remove(objects_of(w.a_old1))  # gone by hand, or a listing that lies
+
+    planned = plan_cleanup(backend.store(), now=NOW)
+    report = run_cleanup(backend.store(), now=NOW)
+
+    for result in (planned, report):
+        a = result.account(A)
+        assert a.uploads == [w.a_old2] and list(a.suspicious) == [w.a_old1]
+        assert "lists no object" in a.suspicious[w.a_old1]
+        assert result.as_dict()["totals"]["suspicious"] == 1
+    assert w.a_old1 in upload_ids(backend)
+    assert derived_counts(backend, w.snapshots[w.a_old1]) == (2, 2)
+
+
+def test_a_cleanup_that_died_between_objects_and_rows_is_finished_by_the_next(
+    backend: Backend, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark on the row says the empty folder is cleanup's own doing: no row is left for ever."""
+    from klaviyo_dagster.storage import cleanup
+
+    def lost_connection(*args: object) -> None:
+        raise ConnectionError("the database went away (simulated)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cleanup._Sql, "delete_uploads", lost_connection)
+        with pytest.raises(ConnectionError):
+            run_cleanup(backend.store(), now=NOW)
+    assert not set(objects_of(world.a_old1, world.a_old2)) & backend.keys()  # objects gone, rows left
+    marks = backend.rows("select error from uploads where id in (?, ?)", (world.a_old1, world.a_old2))
+    assert marks == [(CLEANUP_MARK,), (CLEANUP_MARK,)]
+
+    report = run_cleanup(backend.store(), now=NOW)
+    assert report.account(A).uploads == [world.a_old1, world.a_old2] and report.account(A).suspicious == {}
+    assert not {world.a_old1, world.a_old2} & upload_ids(backend)
+
+
+# --- staging objects ------------------------------------------------------------------------------------
+
+
+def test_an_old_uploads_staging_objects_go_with_it(backend: Backend, world: World) -> None:
+    staged = [
+        f"{world.a_old1}/.staging.flows.csv",
+        f"{world.a_old1}/.staging/run-1/flows.csv",
+        f"{world.a_old1}/.staging/run-1/campaigns.csv",
+    ]
+    for key in staged:
+        backend.put(key)
+    report = run_cleanup(backend.store(), now=NOW)
+    assert sorted(report.account(A).objects) == sorted([*objects_of(world.a_old1, world.a_old2), *staged])
+    assert not [key for key in sorted(backend.keys()) if key.startswith(world.a_old1)]
+
+
+def test_orphaned_staging_objects_of_kept_uploads_are_removed_when_old(
+    backend: Backend, world: World
+) -> None:
+    new = world.a_new
+    stale = [
+        f"{new}/.staging.flows.csv",
+        f"{new}/.staging/run-dead/flows.csv",
+        f"{new}/.staging/run-dead/subscribers.csv",
+    ]
+    fresh = [f"{new}/.staging/run-live/flows.csv", f"{new}/.staging.campaigns.csv"]
+    for key in stale:
+        backend.put(key, written=NOW - timedelta(hours=30))
+    backend.put(f"{new}/.staging/run-half/flows.csv", written=NOW - timedelta(hours=30))
+    backend.put(f"{new}/.staging/run-half/campaigns.csv", written=NOW - timedelta(hours=1))
+    for key in fresh:
+        backend.put(key, written=NOW - timedelta(hours=1))
+    final = set(objects_of(new))
+
+    planned = plan_cleanup(backend.store(), now=NOW)
+    assert sorted(planned.account(A).staging) == sorted(stale)
+    assert set(stale) <= backend.keys()  # a dry run removes nothing
+
+    report = run_cleanup(backend.store(), now=NOW)
+    assert sorted(report.account(A).staging) == sorted(stale)
+    assert report.as_dict()["totals"]["staging"] == 3
+    left = backend.keys()
+    assert not set(stale) & left
+    assert {
+        *fresh,
+        *final,
+        f"{new}/.staging/run-half/flows.csv",
+    } <= left  # a run folder goes whole or not at all
+    assert plan_cleanup(backend.store(), now=NOW, staging_max_age=timedelta(minutes=30)).account(A).staging
+
+
+def test_staging_max_age_must_be_positive(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="staging_max_age"):
+        run_cleanup(backend.store(), now=NOW, staging_max_age=timedelta(0))

@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ from klaviyo_dagster.storage.objects import (
 )
 from klaviyo_dagster.storage.supabase_objects import StorageConfigError, SupabaseObjectStore
 from klaviyo_dagster_tests.conftest import BUCKET, DOUBLE_MAX_OBJECT_BYTES, SERVICE_KEY
-from klaviyo_dagster_tests.storage.supabase_double import SupabaseStorageDouble
+from klaviyo_dagster_tests.storage.supabase_double import DEFAULT_ANON_KEY, SupabaseStorageDouble
 
 UPLOAD = "1c07270a-9f63-5515-9655-5f2e754ff900"
 OTHER_UPLOAD = "7cd1726a-a0c2-5aa0-81c0-bada9f7b11c6"
@@ -424,17 +425,29 @@ def test_the_service_key_never_appears_in_errors_or_logs(
 
 
 # --- the double reproduces Storage's observed answers to the raw client --------------------------------
+# ../shared/contracts/supabase.md, "Storage": "Seen on the real server (2026-11-30 lab), and what a
+# faithful double must answer". Each answer is pinned through the real supabase client.
+def raw_bucket(double: SupabaseStorageDouble, key: str = SERVICE_KEY, name: str = BUCKET) -> Any:
+    options = ClientOptions(httpx_client=httpx.Client(timeout=2))
+    return create_client(double.url, key, options=options).storage.from_(name)
+
+
+def error_of(call: Callable[[], object]) -> tuple[object, str]:
+    with pytest.raises(StorageApiError) as caught:
+        call()
+    return caught.value.status, caught.value.code
+
+
+def raw_body(
+    double: SupabaseStorageDouble, method: str, path: str, key: str = SERVICE_KEY, **kwargs: Any
+) -> Any:
+    headers = {"apikey": key, "authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
+    response = httpx.request(method, f"{double.url}/storage/v1/{path}", headers=headers, timeout=2, **kwargs)
+    return response.status_code, response.json()
+
+
 def test_the_double_answers_like_storage(supabase_double: SupabaseStorageDouble) -> None:
-    def bucket(key: str = SERVICE_KEY, name: str = BUCKET):
-        options = ClientOptions(httpx_client=httpx.Client(timeout=2))
-        return create_client(supabase_double.url, key, options=options).storage.from_(name)
-
-    def error_of(call: Callable[[], object]) -> tuple[object, str]:
-        with pytest.raises(StorageApiError) as caught:
-            call()
-        return caught.value.status, caught.value.code
-
-    files = bucket()
+    files = raw_bucket(supabase_double)
     files.upload(FLOWS, b"a\n", {"content-type": "text/csv"})
     assert error_of(lambda: files.upload(FLOWS, b"b\n", {"content-type": "text/csv"})) == ("409", "Duplicate")
     files.upload(FLOWS, b"b\n", {"content-type": "text/csv", "upsert": "true"})
@@ -442,8 +455,6 @@ def test_the_double_answers_like_storage(supabase_double: SupabaseStorageDouble)
     files.update(FLOWS, b"c\n", {"content-type": "text/csv"})
     assert supabase_double.objects[FLOWS] == (b"c\n", "text/csv")
     assert error_of(lambda: files.download(f"{UPLOAD}/nope.csv")) == ("404", "not_found")
-    assert error_of(lambda: bucket(name="nope").list(UPLOAD)) == ("404", "Bucket not found")
-    assert error_of(lambda: bucket(key="wrong").download(FLOWS)) == ("403", "Unauthorized")
     too_big = b"x" * (DOUBLE_MAX_OBJECT_BYTES + 1)
     assert error_of(lambda: files.upload(f"{UPLOAD}/big.csv", too_big)) == ("413", "Payload too large")
     supabase_double.fail_next(1, "gateway_html")
@@ -452,3 +463,142 @@ def test_the_double_answers_like_storage(supabase_double: SupabaseStorageDouble)
     assert entry["name"] == "flows.csv" and entry["metadata"]["mimetype"] == "text/csv"
     assert [row["name"] for row in files.remove([FLOWS, f"{UPLOAD}/nope.csv"])] == [FLOWS]
     assert all(r.status == 400 for r in supabase_double.requests if r.status not in (200, 502))
+
+
+def test_a_missing_bucket_lists_and_removes_nothing_with_200(supabase_double: SupabaseStorageDouble) -> None:
+    """Not an error: an empty listing is no proof that a folder is empty."""
+    supabase_double.put_object(FLOWS, b"a\n")
+    nowhere = raw_bucket(supabase_double, name="no-such-bucket")
+    assert nowhere.list(UPLOAD) == []
+    assert nowhere.remove([FLOWS]) == []
+    assert error_of(lambda: nowhere.upload(FLOWS, b"a\n")) == ("404", "Bucket not found")
+    assert error_of(lambda: nowhere.download(FLOWS)) == ("404", "Bucket not found")
+    assert [r.status for r in supabase_double.requests] == [200, 200, 400, 400]
+    assert FLOWS in supabase_double.objects
+
+
+def test_a_key_limited_by_row_level_security_lists_and_removes_nothing_with_200(
+    supabase_double: SupabaseStorageDouble,
+) -> None:
+    supabase_double.put_object(FLOWS, b"a\n")
+    anon = raw_bucket(supabase_double, key=DEFAULT_ANON_KEY)
+    assert anon.list(UPLOAD) == []
+    assert anon.remove([FLOWS]) == []
+    assert error_of(lambda: anon.upload(f"{UPLOAD}/x.csv", b"a\n")) == ("403", "Unauthorized")
+    assert error_of(lambda: anon.download(FLOWS)) == ("404", "not_found")
+    assert supabase_double.objects == {FLOWS: (b"a\n", "text/csv")}
+
+
+def test_a_bad_key_is_403_except_on_download_where_the_bucket_is_not_found(
+    supabase_double: SupabaseStorageDouble,
+) -> None:
+    supabase_double.put_object(FLOWS, b"a\n")
+    bad = raw_bucket(supabase_double, key="sb-wrong-" + "0" * 30)
+    assert error_of(lambda: bad.upload(FLOWS, b"b\n")) == ("403", "Unauthorized")
+    assert error_of(lambda: bad.list(UPLOAD)) == ("403", "Unauthorized")
+    assert error_of(lambda: bad.remove([FLOWS])) == ("403", "Unauthorized")
+    assert error_of(lambda: bad.download(FLOWS)) == ("404", "Bucket not found")
+    assert supabase_double.objects == {FLOWS: (b"a\n", "text/csv")}
+
+
+def test_removing_nothing_is_an_invalid_request(supabase_double: SupabaseStorageDouble) -> None:
+    assert error_of(lambda: raw_bucket(supabase_double).remove([])) == ("400", "InvalidRequest")
+
+
+def test_update_of_a_missing_key_creates_it(supabase_double: SupabaseStorageDouble) -> None:
+    raw_bucket(supabase_double).update(FLOWS, b"new\n", {"content-type": "text/csv"})
+    assert supabase_double.objects == {FLOWS: (b"new\n", "text/csv")}
+
+
+def test_move_and_copy_onto_an_existing_key_are_duplicates_unless_copy_upserts(
+    supabase_double: SupabaseStorageDouble,
+) -> None:
+    staged, final = f"{UPLOAD}/.staging.flows.csv", FLOWS
+    supabase_double.put_object(staged, b"new\n")
+    supabase_double.put_object(final, b"old\n")
+    files = raw_bucket(supabase_double)
+    assert error_of(lambda: files.move(staged, final)) == ("409", "Duplicate")
+    assert error_of(lambda: files.copy(staged, final)) == ("409", "Duplicate")
+    assert error_of(lambda: files.move(f"{UPLOAD}/nope.csv", f"{UPLOAD}/x.csv")) == ("404", "not_found")
+    assert supabase_double.objects[final] == (b"old\n", "text/csv")
+    # storage3's copy() sends no x-upsert; the header itself is honoured.
+    body = {"bucketId": BUCKET, "sourceKey": staged, "destinationKey": final}
+    assert raw_body(supabase_double, "POST", "object/copy", json=body, headers={"x-upsert": "true"}) == (
+        200,
+        {"Key": f"{BUCKET}/{final}"},
+    )
+    assert supabase_double.objects[final] == (b"new\n", "text/csv")
+    files.move(staged, f"{UPLOAD}/moved.csv")
+    assert set(supabase_double.objects) == {final, f"{UPLOAD}/moved.csv"}
+
+
+def test_downloads_carry_the_stored_content_type_without_a_charset(
+    supabase_double: SupabaseStorageDouble,
+) -> None:
+    supabase_double.put_object(FLOWS, b"a\n")
+    response = httpx.get(
+        f"{supabase_double.url}/storage/v1/object/{BUCKET}/{FLOWS}",
+        headers={"apikey": SERVICE_KEY, "authorization": f"Bearer {SERVICE_KEY}"},
+    )
+    assert (response.status_code, response.headers["content-type"]) == (200, "text/csv")
+
+
+@pytest.mark.parametrize(
+    ("call", "code"),
+    [
+        (lambda files: files.download(f"{UPLOAD}/nope.csv"), "NoSuchKey"),
+        (lambda files: files.upload(FLOWS, b"again\n"), "KeyAlreadyExists"),
+        (
+            lambda files: files.upload(f"{UPLOAD}/big.csv", b"x" * (DOUBLE_MAX_OBJECT_BYTES + 1)),
+            "EntityTooLarge",
+        ),
+        (lambda files: files.remove([]), "InvalidRequest"),
+    ],
+)
+def test_error_bodies_carry_a_code(
+    supabase_double: SupabaseStorageDouble, call: Callable[[Any], object], code: str
+) -> None:
+    supabase_double.put_object(FLOWS, b"a\n")
+    captured: list[httpx.Response] = []
+    http = httpx.Client(timeout=2, event_hooks={"response": [lambda r: (r.read(), captured.append(r))]})
+    files = create_client(supabase_double.url, SERVICE_KEY, options=ClientOptions(httpx_client=http))
+    with pytest.raises(StorageApiError):
+        call(files.storage.from_(BUCKET))
+    assert captured[-1].status_code == 400 and captured[-1].json()["code"] == code
+
+
+def test_error_bodies_name_the_missing_bucket_and_the_refused_type(tmp_path: Path) -> None:
+    with SupabaseStorageDouble(service_key=SERVICE_KEY, allowed_mime_types=["image/png"]) as double:
+        assert (
+            raw_body(double, "POST", "object/no-such-bucket/x.csv", content=b"a")[1]["code"] == "NoSuchBucket"
+        )
+        assert (
+            raw_body(
+                double, "POST", f"object/{BUCKET}/x.csv", content=b"a", headers={"content-type": "text/csv"}
+            )[1]["code"]
+            == "InvalidMimeType"
+        )
+
+
+# --- the store on Storage's quiet answers ----------------------------------------------------------------
+def test_the_store_hints_at_the_key_when_a_download_finds_no_bucket(
+    supabase_store_factory: StoreFactory, supabase_double: SupabaseStorageDouble, tmp_path: Path
+) -> None:
+    supabase_double.put_object(FLOWS, b"a\n")
+    store = supabase_store_factory(service_role_key="sb-wrong-" + "0" * 30)
+    with pytest.raises(BucketNotFound) as caught:
+        store.download(FLOWS, tmp_path / "out.csv")
+    assert "SUPABASE_SERVICE_ROLE_KEY" in str(caught.value)
+
+
+def test_the_store_redacts_url_credentials(supabase_store_factory: StoreFactory, supabase_double) -> None:
+    secret = "SENTINELurlpw"
+    store = supabase_store_factory(url=f"http://user:{secret}@127.0.0.1:1")
+    with pytest.raises(StorageError) as caught:
+        store.list(UPLOAD)
+    texts = [repr(store), store.describe()]
+    chain: BaseException | None = caught.value
+    while chain is not None:
+        texts += [str(chain), repr(chain)]
+        chain = chain.__cause__ or chain.__context__
+    assert all(secret not in text for text in texts)

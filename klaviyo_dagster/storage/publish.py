@@ -1,0 +1,356 @@
+"""Publishing a partition: a run's three staged files and its snapshot, all or nothing for the dashboard.
+
+The rule (``contracts/supabase.md``, "Publishing is all or nothing, as the dashboard sees it"): at
+every instant, the newest ready snapshot of an account, its derived rows and the three files in its
+folder come from one run. Storage and the database share no transaction, so the order of steps
+makes it hold:
+
+1. Each file asset stores its file under a per-run staging name,
+   ``{uploadId}/.staging/{runId}/{name}`` (:func:`staging_key`); nothing the dashboard reads changes.
+2. :func:`publish` downloads the run's three staged files and checks them: each is UTF-8 CSV with a
+   header, every record as wide as its header, flows.csv and campaigns.csv parse into daily totals
+   (a non-number fails here), the row counts are the ones the run recorded, and the derived metrics
+   are computed from these very files (``processing/metrics.py``). Any failure stops here.
+3. It takes the upload's publish lock and holds it to the end (a Postgres session advisory lock, or
+   ``flock`` beside the SQLite file; a timeout instead of waiting forever), so two publishes of one
+   partition never interleave.
+4. In one committed transaction: the upload is bound and its one snapshot (same id across reruns,
+   inserted on the first run) goes to status ``error`` with ``metadata.publishing`` naming the run.
+   The dashboard now shows the account's previous ready snapshot, if any.
+5. The checked local copies are uploaded over the three final keys.
+6. In one transaction, after the last file is in place: derived rows replaced, metadata set (the
+   run, window, rows), status ``ready``. With a remote processor the metadata is committed first
+   (still ``error``), the processor is asked, and only after its 2xx is the snapshot made ready.
+7. Housekeeping, which cannot undo the publish: this run's staging objects are removed, so are other
+   runs' staging folders last written more than ``stale_staging_after`` ago, and (local store) temp
+   files of interrupted writes.
+
+A publish that dies anywhere leaves the snapshot ``error`` (or ``ready`` with all three files of one
+run); the next run of the partition runs the whole protocol from its own staged files, which repairs
+it. Every database statement runs under lock and statement timeouts (``Timeouts``).
+
+Plain Python: nothing here knows Dagster. ``run_id`` is any safe key part (Dagster's run id there).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import psycopg
+
+from klaviyo_dagster.processing.metrics import DayTotals, SnapshotMetrics, compute_metrics, daily_totals
+from klaviyo_dagster.storage.objects import (
+    KnowsModifiedTimes,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    validate_object_key,
+)
+from klaviyo_dagster.storage.store import IngestStore
+from klaviyo_dagster.storage.tables import Timeouts
+
+log = logging.getLogger(__name__)
+
+FILE_NAMES = ("flows.csv", "campaigns.csv", "subscribers.csv")
+STAGING_FOLDER = ".staging"
+DEFAULT_STALE_STAGING_AFTER = timedelta(hours=6)
+
+# Asks the web app's processor to compute a snapshot's metrics; raises unless it answered 2xx.
+Processor = Callable[[str], None]
+
+
+class PublishError(Exception):
+    """The partition could not be published; what the dashboard sees is unchanged or not ready."""
+
+
+class StagedFileMissing(PublishError):
+    """The run did not stage one of its three files (or it is gone)."""
+
+
+class StagedFileInvalid(PublishError):
+    """A staged file does not parse, or does not hold what the run recorded."""
+
+
+class PublishTimedOut(PublishError):
+    """A statement of the publish waited too long for a lock, or ran too long (``Timeouts``)."""
+
+
+# Tests shorten these; the Dagster layer uses them as they are.
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """One run's publish of one partition.
+
+    ``metadata`` is stored on the snapshot (partition date, window, source, ...); ``rows`` and
+    ``dagster_run_id`` are added here from the files and ``run_id``. ``expected_rows`` (file name →
+    data records), when given, must match the staged files.
+    """
+
+    upload_id: str
+    account_id: str
+    partition_date: date
+    window: tuple[date, date]
+    run_id: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    expected_rows: Mapping[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class Published:
+    snapshot_id: str
+    rows: dict[str, int]
+    metrics: SnapshotMetrics | None
+    removed: list[str]  # staging objects and temp files cleaned up afterwards
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """The run's staged files as checked local copies, with their row counts and daily totals."""
+
+    paths: dict[str, Path]
+    rows: dict[str, int]
+
+
+@runtime_checkable
+class SweepsTempFiles(Protocol):
+    def remove_stale_temp_files(self, prefix: str, before: datetime) -> list[str]: ...
+
+
+def final_key(upload_id: str, name: str) -> str:
+    """Where the dashboard reads the file (``contracts/supabase.md``, Storage)."""
+    return validate_object_key(f"{upload_id}/{name}")
+
+
+def staging_folder(upload_id: str, run_id: str | None = None) -> str:
+    folder = f"{upload_id}/{STAGING_FOLDER}"
+    return validate_object_key(f"{folder}/{run_id}" if run_id else folder)
+
+
+def staging_key(upload_id: str, run_id: str, name: str) -> str:
+    """A run's own name for a file until it is published: runs never share a staging name."""
+    return validate_object_key(f"{staging_folder(upload_id, run_id)}/{name}")
+
+
+def publish(
+    store: IngestStore,
+    request: PublishRequest,
+    *,
+    processor: Processor | None = None,
+    timeouts: Timeouts | None = None,
+    stale_staging_after: timedelta = DEFAULT_STALE_STAGING_AFTER,
+    run_finished: Callable[[str], bool] = lambda run_id: False,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Published:
+    """Publishes the run's staged files and the partition's snapshot in the order of the module doc.
+
+    ``run_finished(run_id)`` says that another run is over (failed, killed, done), so its staging can
+    go now rather than after ``stale_staging_after``.
+    """
+    timeouts = timeouts or DEFAULT_TIMEOUTS
+    with tempfile.TemporaryDirectory(prefix="klaviyo-publish-") as folder, _timeouts_named(request):
+        checked = check_staged_files(store.objects, request, Path(folder))
+        with store.tables.publish_lock(request.upload_id, timeouts):
+            metrics = None if processor else _metrics(store, request, checked)
+            snapshot_id = store.tables.begin_publish(
+                upload_id=request.upload_id,
+                account_id=request.account_id,
+                run_id=request.run_id,
+                timeouts=timeouts,
+            )
+            _promote(store.objects, request.upload_id, checked)
+            metadata = {**request.metadata, "rows": _row_metadata(checked), "dagster_run_id": request.run_id}
+            if processor is not None:
+                _finish(store, snapshot_id, request, metadata, None, ready=False, timeouts=timeouts)
+                processor(snapshot_id)
+            _finish(store, snapshot_id, request, metadata, metrics, ready=True, timeouts=timeouts)
+            removed = _housekeeping(store.objects, request, now() - stale_staging_after, run_finished)
+    return Published(snapshot_id, checked.rows, metrics, removed)
+
+
+@contextmanager
+def _timeouts_named(request: PublishRequest) -> Iterator[None]:
+    """A lock or statement timeout (or SQLite's busy timeout) becomes PublishTimedOut."""
+    try:
+        yield
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+        raise PublishTimedOut(_timed_out(request, type(exc).__name__)) from None
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise
+        raise PublishTimedOut(_timed_out(request, "database is locked")) from None
+
+
+def _timed_out(request: PublishRequest, reason: str) -> str:
+    return (
+        f"publish of upload {request.upload_id} by run {request.run_id} timed out ({reason}): another "
+        "session holds its rows or the database is slow; the snapshot is not ready or unchanged, rerun the partition"
+    )
+
+
+# --- 2. check the staged files ------------------------------------------------------------------------
+
+
+def check_staged_files(objects: ObjectStore, request: PublishRequest, folder: Path) -> CheckedFiles:
+    """Downloads the run's three staged files into ``folder`` and checks each one (step 2)."""
+    paths: dict[str, Path] = {}
+    for name in FILE_NAMES:
+        key = staging_key(request.upload_id, request.run_id, name)
+        paths[name] = folder / name
+        try:
+            objects.download(key, paths[name])
+        except ObjectNotFound:
+            raise StagedFileMissing(
+                f"run {request.run_id} staged no {name} for upload {request.upload_id} ({key}): "
+                "rerun the whole partition"
+            ) from None
+    rows = {name: _checked_rows(paths[name], name) for name in FILE_NAMES}
+    _daily_totals(paths)  # flows.csv and campaigns.csv parse as the metrics read them
+    for name, expected in (request.expected_rows or {}).items():
+        if rows.get(name) != expected:
+            raise StagedFileInvalid(
+                f"staged {name} of run {request.run_id} has {rows.get(name)} data rows, the run recorded {expected}"
+            )
+    return CheckedFiles(paths, rows)
+
+
+def _checked_rows(path: Path, name: str) -> int:
+    """Data records of a CSV file; fails unless it is UTF-8 with a header and records as wide as it."""
+    try:
+        with path.open(encoding="utf-8", errors="strict", newline="") as text:
+            reader = csv.reader(text)
+            header = next(reader, None)
+            if not header or not any(header):
+                raise StagedFileInvalid(f"staged {name} has no header")
+            count = 0
+            for record in reader:
+                if len(record) != len(header):
+                    raise StagedFileInvalid(
+                        f"staged {name} line {reader.line_num} has {len(record)} fields, its header {len(header)}"
+                    )
+                count += 1
+            return count
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise StagedFileInvalid(
+            f"staged {name} is not a readable UTF-8 CSV: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _daily_totals(paths: Mapping[str, Path]) -> dict[date, DayTotals]:
+    """Daily totals of the staged flows.csv and campaigns.csv; a non-number or bad date fails here."""
+    try:
+        with (
+            paths["flows.csv"].open(encoding="utf-8", newline="") as flows,
+            paths["campaigns.csv"].open(encoding="utf-8", newline="") as campaigns,
+        ):
+            return daily_totals(flows, campaigns)
+    except ValueError as exc:
+        raise StagedFileInvalid(f"staged files do not parse: {exc}") from None
+
+
+def _metrics(store: IngestStore, request: PublishRequest, checked: CheckedFiles) -> SnapshotMetrics:
+    """The derived metrics from the staged files, history from the account's previous snapshot."""
+    previous = store.tables.previous_snapshot(request.account_id, before=request.partition_date)
+    try:
+        return compute_metrics(
+            _daily_totals(checked.paths),
+            request.window,
+            previous=store.tables.series(previous.id) if previous else (),
+            previous_last_email_date=previous.last_email_date if previous else None,
+        )
+    except ValueError as exc:
+        raise StagedFileInvalid(f"staged files disagree with the window: {exc}") from None
+
+
+def _row_metadata(checked: CheckedFiles) -> dict[str, int]:
+    return {name.removesuffix(".csv"): count for name, count in checked.rows.items()}
+
+
+# --- 5. move into place, 6. make ready ------------------------------------------------------------------
+
+
+def _promote(objects: ObjectStore, upload_id: str, checked: CheckedFiles) -> None:
+    """Uploads the checked copies over the final keys (upsert), while the snapshot is not ready."""
+    for name in FILE_NAMES:
+        objects.upload(final_key(upload_id, name), checked.paths[name])
+
+
+def _finish(
+    store: IngestStore,
+    snapshot_id: str,
+    request: PublishRequest,
+    metadata: dict[str, Any],
+    metrics: SnapshotMetrics | None,
+    *,
+    ready: bool,
+    timeouts: Timeouts,
+) -> None:
+    store.tables.finish_publish(
+        snapshot_id=snapshot_id,
+        run_id=request.run_id,
+        metadata=metadata,
+        metrics=metrics,
+        ready=ready,
+        timeouts=timeouts,
+    )
+
+
+# --- 7. housekeeping ----------------------------------------------------------------------------------
+
+
+def _housekeeping(
+    objects: ObjectStore, request: PublishRequest, stale_before: datetime, run_finished: Callable[[str], bool]
+) -> list[str]:
+    """Removes this run's staging, stale staging of other runs and stale temp files; never raises
+    for a Storage failure (the publish is done: a later run retries)."""
+    removed: list[str] = []
+    try:
+        own = [staging_key(request.upload_id, request.run_id, name) for name in FILE_NAMES]
+        objects.remove(own)
+        removed += own
+        removed += remove_stale_staging(
+            objects, request.upload_id, stale_before, request.run_id, run_finished
+        )
+        if isinstance(objects, SweepsTempFiles):
+            removed += objects.remove_stale_temp_files(request.upload_id, stale_before)
+    except StorageError as exc:
+        log.warning(
+            "publish of upload %s: staging not cleaned up (%s); a later run retries", request.upload_id, exc
+        )
+    return removed
+
+
+def remove_stale_staging(
+    objects: ObjectStore,
+    upload_id: str,
+    stale_before: datetime,
+    keep: str | None = None,
+    run_finished: Callable[[str], bool] = lambda run_id: False,
+) -> list[str]:
+    """Deletes the staging folders of other runs that are finished, or whose every object was last
+    written before ``stale_before``. Otherwise a folder whose times are unknown is kept: a missing
+    time is no proof (``contracts/supabase.md``, Storage)."""
+    if not isinstance(objects, KnowsModifiedTimes):
+        return []
+    removed: list[str] = []
+    for run_id in objects.list(staging_folder(upload_id)):
+        if run_id == keep:
+            continue
+        folder = staging_folder(upload_id, run_id)
+        times = objects.list_modified(folder)
+        stale = all(moment is not None and moment < stale_before for moment in times.values())
+        if times and (run_finished(run_id) or stale):
+            keys = [f"{folder}/{name}" for name in times]
+            objects.remove(keys)
+            removed += keys
+    return removed
