@@ -7,8 +7,10 @@ value included, it prints ``{"error": ..., "details": ...}`` and exits 1. It rea
 
 The date defaults to the account's newest complete date, and a date whose day is not over yet for
 the account (plus the settling delay) is refused (``readiness.py``; contracts/csv.md, "Partition
-window"): it would build files of a day that has not happened. The account's timezone is the one
-recorded in the ingest database, else Klaviyo's (one call, not recorded: a dry run writes nothing).
+window"): it would build files of a day that has not happened. So is a date before the partitions'
+first date (``KLAVIYO_PARTITIONS_START_DATE``). The account's timezone is the one recorded in the
+ingest database, else Klaviyo's (one call, not recorded: a dry run writes nothing); a recorded value
+that is not a timezone is warned about and Klaviyo's used instead.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoError
 from klaviyo_dagster.producers.account import account_timezone
 from klaviyo_dagster.producers.options import TIMEFRAME_DAYS, SyncOptions
 from klaviyo_dagster.producers.sync import FLOWS, SyncFailed, dry_run
-from klaviyo_dagster.readiness import AccountZone, DateNotComplete, Readiness, utc_now
+from klaviyo_dagster.readiness import (
+    AccountZone,
+    DateNotComplete,
+    Readiness,
+    first_partition_date,
+    is_zone,
+    utc_now,
+)
 from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.storage.tables import IngestTables, MissingTable
 
@@ -75,6 +84,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, now: datetime | Non
         )
     except DateNotComplete as exc:
         return _fail(out, DATE_NOT_COMPLETE, str(exc))
+    except OverflowError as exc:  # a date at the end of the calendar; refused above, kept as a guard
+        return _fail(out, INVALID_OPTIONS, [f"date: out of range ({exc})"])
     except (KlaviyoConfigError, MissingTable, ValueError) as exc:
         return _fail(out, "ConfigError", str(exc))
     except SyncFailed as exc:
@@ -100,6 +111,11 @@ def _partition_date(
     """The date asked for once it is complete for the account (else DateNotComplete), or by default
     the account's newest complete date. The zone is only looked up when the answer depends on it."""
     readiness = Readiness.from_env()
+    first = first_partition_date()
+    if requested is not None and requested < first:
+        raise InvalidDate(
+            f"date: must be a partition date from {first.isoformat()}, got {requested.isoformat()}"
+        )
     if requested is not None and readiness.complete_everywhere(requested, now):
         return requested
     zone = _zone(account, tables, client)
@@ -114,7 +130,14 @@ def _partition_date(
 def _zone(account: str | None, tables: IngestTables, client: KlaviyoClient) -> AccountZone:
     recorded = tables.account_timezones() if account else {}
     if account in recorded:
-        return AccountZone(recorded[account].timezone)
+        zone = recorded[account].timezone
+        if is_zone(zone):
+            return AccountZone(zone)
+        print(  # treated as not recorded: Klaviyo's zone below
+            f"warning: the recorded timezone of account {account}, {zone!r}, is not a valid timezone: "
+            "reading it from Klaviyo",
+            file=sys.stderr,
+        )
     try:
         return AccountZone(account_timezone(client).name)
     except KlaviyoConfigError:

@@ -12,9 +12,11 @@ command line all ask it the same questions.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 SETTLING_DELAY_ENV_VAR = "KLAVIYO_SETTLING_DELAY_MINUTES"
@@ -27,6 +29,11 @@ MAX_SETTLING_DELAY = timedelta(hours=24)
 # account whose timezone is not recorded yet, so no date is requested before it has ended wherever
 # the account is; it only ever makes a run later than needed, never too early.
 LATEST_ZONE = "Etc/GMT+12"
+# The partitions' first date (defs/partitions.py reads the same setting; this module imports no Dagster).
+PARTITIONS_START_ENV_VAR = "KLAVIYO_PARTITIONS_START_DATE"
+DEFAULT_PARTITIONS_START = date(2024, 1, 1)
+# ASCII only: str.isdigit() also takes superscripts, full-width and Arabic-Indic digits.
+_ASCII_MINUTES = re.compile(r"[0-9]{1,4}")
 
 
 def utc_now() -> datetime:
@@ -40,9 +47,34 @@ def settling_delay(env: Mapping[str, str] | None = None) -> timedelta:
     if not raw:
         return DEFAULT_SETTLING_DELAY
     limit = int(MAX_SETTLING_DELAY.total_seconds() // 60)
-    if not raw.isdigit() or int(raw) > limit:
-        raise ValueError(f"{SETTLING_DELAY_ENV_VAR} must be whole minutes between 0 and {limit}, got {raw!r}")
+    if not _ASCII_MINUTES.fullmatch(raw) or int(raw) > limit:
+        raise ValueError(
+            f"{SETTLING_DELAY_ENV_VAR} must be whole minutes between 0 and {limit} "
+            f"(ASCII digits 0-9 only), got {raw!r}"
+        )
     return timedelta(minutes=int(raw))
+
+
+def first_partition_date(env: Mapping[str, str] | None = None) -> date:
+    """The partitions' first date: ``KLAVIYO_PARTITIONS_START_DATE``, else 2024-01-01."""
+    env = os.environ if env is None else env
+    raw = env.get(PARTITIONS_START_ENV_VAR) or ""
+    try:
+        return date.fromisoformat(raw) if raw else DEFAULT_PARTITIONS_START
+    except ValueError:
+        raise ValueError(f"{PARTITIONS_START_ENV_VAR} must be a date like 2024-01-01, got {raw!r}") from None
+
+
+@lru_cache(maxsize=1024)
+def is_zone(name: object) -> bool:
+    """Whether ``name`` is a timezone of the tz database exactly as written (no blanks, right case)."""
+    if not isinstance(name, str) or not name or name != name.strip() or "\x00" in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
 
 
 def describe_delay(delay: timedelta) -> str:
@@ -56,9 +88,12 @@ class AccountZone:
     """The zone an account's days are read in, as far as this deployment knows."""
 
     name: str
-    assumed: bool = False  # True: not recorded yet; LATEST_ZONE stands in
+    assumed: bool = False  # True: not recorded yet (or not valid); LATEST_ZONE stands in
+    invalid: str | None = None  # the recorded value, when it is not a timezone
 
     def describe(self) -> str:
+        if self.invalid is not None:
+            return f"{self.name} (assumed: the recorded timezone {self.invalid!r} is not a valid timezone)"
         if self.assumed:
             return f"{self.name} (assumed: the account's timezone is not recorded yet)"
         return self.name
@@ -70,7 +105,7 @@ UNKNOWN_ZONE = AccountZone(LATEST_ZONE, assumed=True)
 class DateNotComplete(Exception):
     """An explicit partition date whose day is not over (plus the settling delay) for the account."""
 
-    def __init__(self, message: str, ready_at: datetime, newest_complete: date) -> None:
+    def __init__(self, message: str, ready_at: datetime | None, newest_complete: date) -> None:
         super().__init__(message)
         self.ready_at = ready_at
         self.newest_complete = newest_complete
@@ -114,8 +149,16 @@ class Readiness:
         """DateNotComplete, saying when D will be complete, unless D is complete for ``zone`` at ``now``."""
         if self.is_complete(day, now, zone.name):
             return
-        ready = self.ready_at(day, zone.name)
         newest = self.newest_complete(now, zone.name)
+        try:
+            ready = self.ready_at(day, zone.name)
+        except OverflowError:  # the day ends after 9999-12-31: it never will
+            raise DateNotComplete(
+                f"{day.isoformat()} is never complete for {subject}: it ends after the last date that "
+                f"can be represented; the newest complete date is {newest.isoformat()}",
+                ready_at=None,
+                newest_complete=newest,
+            ) from None
         raise DateNotComplete(
             f"{day.isoformat()} is not complete yet for {subject}: the day ends at "
             f"{self.day_end(day, zone.name).isoformat()} in {zone.describe()}, and is complete "

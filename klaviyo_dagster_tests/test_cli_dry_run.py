@@ -186,3 +186,41 @@ def test_a_malformed_date_exits_1_with_json_from_the_command_line(tiny_store_env
         "error": "InvalidOptions",
         "details": ["date: must be a date YYYY-MM-DD, got '2026-02-30'"],
     }
+
+
+def test_a_date_after_the_calendar_ends_is_refused_not_a_traceback(tiny_store_env, own_store) -> None:
+    own_store.record_account_timezone(ACCOUNT_ID, "UTC", None, "run")
+
+    code, result = run_at(datetime(2026, 3, 10, 7, 4, tzinfo=UTC), "--date", "9999-12-31")
+
+    assert code == 1
+    assert result["error"] == "DateNotComplete"
+    assert result["details"].startswith(f"9999-12-31 is never complete for account {ACCOUNT_ID}")
+    assert tiny_store_env.requests == []
+
+
+def test_a_date_before_the_partitions_start_is_refused(tiny_store_env, own_store) -> None:
+    code, result = run_at(datetime(2026, 3, 10, 7, 4, tzinfo=UTC), "--date", "0001-01-01")
+
+    assert (code, result) == (
+        1,
+        {
+            "error": "InvalidOptions",
+            "details": ["date: must be a partition date from 2024-01-01, got 0001-01-01"],
+        },
+    )
+    assert tiny_store_env.requests == []
+
+
+@pytest.mark.parametrize("bad", ["Mars/Olympus", "", "America/New_York ", "../../etc/passwd", "UTC\x00"])
+def test_a_recorded_zone_that_is_not_a_timezone_is_read_from_klaviyo_instead(
+    tiny_store_env, own_store, capsys, bad
+) -> None:
+    own_store.record_account_timezone(ACCOUNT_ID, bad, None, "run")
+
+    code, result = run_at(datetime(2026, 3, 10, 7, 4, tzinfo=UTC), "--date", "2026-03-09")
+
+    assert code == 1  # the tiny store is in New York: 03-09 is complete from 07:05 UTC
+    assert result["error"] == "DateNotComplete"
+    assert "in America/New_York" in result["details"]
+    assert "is not a valid timezone" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from klaviyo_dagster.readiness import (
     AccountZone,
     DateNotComplete,
     Readiness,
+    is_zone,
     settling_delay,
 )
 
@@ -82,3 +83,39 @@ def test_the_settling_delay_is_a_setting_in_whole_minutes() -> None:
     for bad in ("-5", "2.5", "1441", "soon"):
         with pytest.raises(ValueError, match="KLAVIYO_SETTLING_DELAY_MINUTES must be whole minutes"):
             settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": bad})
+
+
+@pytest.mark.parametrize("raw", ["\u00b2", "\uff11\uff18\uff15", "\u0663\u0660", "-5", "1e3", "12.5", "1441"])
+def test_the_settling_delay_takes_ascii_minutes_only(raw: str) -> None:
+    with pytest.raises(
+        ValueError, match=r"must be whole minutes between 0 and 1440 \(ASCII digits 0-9 only\)"
+    ):
+        settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": raw})
+    assert settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": " 0360 "}) == timedelta(hours=6)
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("UTC", True),
+        ("America/Los_Angeles", True),
+        ("Etc/GMT+12", True),
+        ("Mars/Olympus", False),
+        ("", False),
+        ("utc", False),
+        ("America/Los_Angeles ", False),
+        ("../../etc/passwd", False),
+        ("Etc/GMT+12\x00", False),
+        (None, False),
+    ],
+)
+def test_only_tz_database_names_are_zones(name, valid) -> None:
+    assert is_zone(name) is valid
+
+
+def test_a_date_at_the_end_of_the_calendar_is_never_complete_and_does_not_overflow() -> None:
+    for zone in ("UTC", LATEST_ZONE, "Pacific/Kiritimati"):
+        with pytest.raises(DateNotComplete, match="is never complete for account x") as caught:
+            READY.check(date.max, utc(3, 10, 12), AccountZone(zone), "account x")
+        assert caught.value.ready_at is None
+        assert caught.value.newest_complete <= date(2026, 3, 10)

@@ -1,31 +1,48 @@
-"""What became of a partition's ``klaviyo_ingest`` runs, and whether the catch-up may ask again.
+"""What became of a partition's runs, and whether the schedule or the catch-up may ask again.
 
-From Dagster's run records, newest run first:
+A partition's runs are found by its tags (``dagster/partition/account`` and ``dagster/partition/date``),
+whatever the job: ``klaviyo_ingest``, and the implicit asset job (``__ASSET_JOB…``) of runs launched
+from an asset's page or an asset backfill in the UI. Runs of ``klaviyo_dry_run`` are left out (a dry
+run writes nothing). Newest run first:
 - no run at all: request it;
 - queued or in progress, succeeded, or canceled (by a person): leave it;
 - failed in a step (Klaviyo refused the key, a bucket is missing, a file did not reconcile, bad
   run config, ...): leave it for a person; rerunning fails the same way (README, "Errors");
 - failed before any step did, i.e. it never started (the launch failed, e.g. "user code server
-  request timed out", or it did not start in time) or its worker crashed: request it again, unless
-  Dagster's own run retries are about to (tag ``dagster/will_retry``), and at most ``max_retries``
-  times after such failures in a row.
+  request timed out", or it did not start in time) or its worker crashed or was stopped (SIGTERM: its
+  step fails with ``DagsterExecutionInterruptedError``, the run with ``UNEXPECTED_TERMINATION``):
+  request it again, unless Dagster's own run retries are about to (tag ``dagster/will_retry``), and at
+  most ``max_retries`` times after such failures in a row.
+
+Dagster tags a failed run with why (``dagster/failure_reason``); the run's step failures are only read
+when that tag does not tell, at most ``RunHistory.max_event_reads`` runs per evaluation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date
 
 import dagster as dg
 
-from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
+from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME
 from klaviyo_dagster.defs.partitions import ACCOUNT_DIMENSION, DATE_DIMENSION
 
 # Dagster's own run tags (dagster._core.storage.tags), read here, never written.
 FAILURE_REASON_TAG = "dagster/failure_reason"
 WILL_RETRY_TAG = "dagster/will_retry"
-# Failure reasons that mean the job's own code failed: a person must look.
+ACCOUNT_PARTITION_TAG = f"dagster/partition/{ACCOUNT_DIMENSION}"
+DATE_PARTITION_TAG = f"dagster/partition/{DATE_DIMENSION}"
+# Failure reasons (dagster RunFailureReason) that mean the job's own code failed: a person must look.
 FAILED_IN_CODE = frozenset({"STEP_FAILURE", "JOB_INITIALIZATION_FAILURE"})
+# Failure reasons that mean the run never started, or its worker crashed or was stopped: retryable,
+# whatever step failures the interruption left behind.
+NEVER_STARTED_OR_CRASHED = frozenset({"UNEXPECTED_TERMINATION", "START_TIMEOUT", "RUN_WORKER_RESTART"})
+# The error a step fails with when its worker is stopped (SIGTERM): not the step's own failure.
+INTERRUPTED_ERRORS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
+# Step-failure reads per evaluation, for failed runs whose failure reason does not tell.
+MAX_EVENT_READS = 20
 UNFINISHED = frozenset(
     {
         dg.DagsterRunStatus.QUEUED,
@@ -36,6 +53,7 @@ UNFINISHED = frozenset(
         dg.DagsterRunStatus.MANAGED,
     }
 )
+NOT_EXAMINED = "not examined this evaluation (step-failure reads used up)"
 
 
 @dataclass(frozen=True)
@@ -50,49 +68,108 @@ class Verdict:
 
 def partition_run_tags(account: str, day: date) -> dict[str, str]:
     """The tags Dagster puts on every run of the (account, date) partition."""
-    return {
-        f"dagster/partition/{ACCOUNT_DIMENSION}": account,
-        f"dagster/partition/{DATE_DIMENSION}": day.isoformat(),
-    }
+    return {ACCOUNT_PARTITION_TAG: account, DATE_PARTITION_TAG: day.isoformat()}
+
+
+class _OutOfReads(Exception):
+    pass
+
+
+@dataclass
+class RunHistory:
+    """The runs of a set of partitions, from one query; verdicts read step failures sparingly."""
+
+    instance: dg.DagsterInstance
+    runs: dict[tuple[str, date], list[dg.RunRecord]]
+    max_event_reads: int = MAX_EVENT_READS
+    event_reads: int = 0
+    _in_a_step: dict[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        instance: dg.DagsterInstance,
+        pairs: Iterable[tuple[str, date]],
+        max_event_reads: int = MAX_EVENT_READS,
+    ) -> RunHistory:
+        """One ``get_run_records`` query: the runs tagged with any of the pairs' accounts and dates."""
+        wanted = set(pairs)
+        runs: dict[tuple[str, date], list[dg.RunRecord]] = {pair: [] for pair in wanted}
+        if wanted:
+            accounts = sorted({account for account, _ in wanted})
+            days = sorted({day.isoformat() for _, day in wanted})
+            records = instance.get_run_records(
+                filters=dg.RunsFilter(tags={ACCOUNT_PARTITION_TAG: accounts, DATE_PARTITION_TAG: days})
+            )
+            for record in records:  # newest first
+                run = record.dagster_run
+                if run.job_name == DRY_RUN_JOB_NAME:
+                    continue
+                try:
+                    pair = (run.tags[ACCOUNT_PARTITION_TAG], date.fromisoformat(run.tags[DATE_PARTITION_TAG]))
+                except (KeyError, ValueError):
+                    continue
+                if pair in runs:
+                    runs[pair].append(record)
+        return cls(instance, runs, max_event_reads)
+
+    def verdict(self, account: str, day: date, max_retries: int) -> Verdict:
+        """What to do about the partition, from its newest runs."""
+        try:
+            return self._verdict(self.runs.get((account, day), []), max_retries)
+        except _OutOfReads:
+            return Verdict(False, NOT_EXAMINED)
+
+    def _verdict(self, records: list[dg.RunRecord], max_retries: int) -> Verdict:
+        if not records:
+            return Verdict(True, "never run")
+        newest = records[0].dagster_run
+        if newest.status in UNFINISHED:
+            return Verdict(False, "queued or running")
+        if newest.status != dg.DagsterRunStatus.FAILURE:
+            return Verdict(False, f"last run {newest.status.value.lower()}")
+        if self._failed_in_a_step(newest):
+            return Verdict(False, "failed in a step: needs a person")
+        if newest.tags.get(WILL_RETRY_TAG) == "true":
+            return Verdict(False, "Dagster's run retries will retry it")
+        tries = 0
+        for record in records[: max_retries + 1]:  # enough to see more than max_retries in a row
+            run = record.dagster_run
+            if run.status != dg.DagsterRunStatus.FAILURE or self._failed_in_a_step(run):
+                break
+            tries += 1
+        if tries > max_retries:
+            return Verdict(
+                False, f"failed {tries} times in a row before any step: needs a person", tries=tries
+            )
+        reason = "worker crashed or stopped" if records[0].start_time is not None else "never started"
+        return Verdict(True, reason, retry_of=newest.run_id, tries=tries)
+
+    def _failed_in_a_step(self, run: dg.DagsterRun) -> bool:
+        reason = run.tags.get(FAILURE_REASON_TAG)
+        if reason in FAILED_IN_CODE:
+            return True
+        if reason in NEVER_STARTED_OR_CRASHED:
+            return False
+        if run.run_id not in self._in_a_step:
+            if self.event_reads >= self.max_event_reads:
+                raise _OutOfReads
+            self.event_reads += 1
+            failures = self.instance.get_records_for_run(
+                run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=10
+            ).records
+            self._in_a_step[run.run_id] = any(not _interrupted(record) for record in failures)
+        return self._in_a_step[run.run_id]
+
+
+def _interrupted(record: dg.EventLogRecord) -> bool:
+    """A step failure left by stopping the worker, not by the step's own code."""
+    event = record.event_log_entry.dagster_event
+    data = event.step_failure_data if event is not None else None
+    error = data.error if data is not None else None
+    return error is not None and error.cls_name in INTERRUPTED_ERRORS
 
 
 def verdict_for(instance: dg.DagsterInstance, account: str, day: date, max_retries: int) -> Verdict:
-    """What to do about a partition without a snapshot, from its newest ingest runs."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(job_name=INGEST_JOB_NAME, tags=partition_run_tags(account, day)),
-        limit=max_retries + 2,  # enough to see more than max_retries failures in a row
-    )
-    if not records:
-        return Verdict(True, "never run")
-    newest = records[0].dagster_run
-    if newest.status in UNFINISHED:
-        return Verdict(False, "queued or running")
-    if newest.status != dg.DagsterRunStatus.FAILURE:
-        return Verdict(False, f"last run {newest.status.value.lower()}")
-    if _failed_in_a_step(instance, newest):
-        return Verdict(False, "failed in a step: needs a person")
-    if newest.tags.get(WILL_RETRY_TAG) == "true":
-        return Verdict(False, "Dagster's run retries will retry it")
-    tries = _failures_before_any_step(instance, [record.dagster_run for record in records])
-    if tries > max_retries:
-        return Verdict(False, f"failed {tries} times in a row before any step: needs a person", tries=tries)
-    started = records[0].start_time is not None
-    reason = "worker crashed" if started else "never started"
-    return Verdict(True, reason, retry_of=newest.run_id, tries=tries)
-
-
-def _failures_before_any_step(instance: dg.DagsterInstance, runs: list[dg.DagsterRun]) -> int:
-    """How many of the newest runs, in a row, failed before any of their steps did."""
-    count = 0
-    for run in runs:
-        if run.status != dg.DagsterRunStatus.FAILURE or _failed_in_a_step(instance, run):
-            break
-        count += 1
-    return count
-
-
-def _failed_in_a_step(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
-    if run.tags.get(FAILURE_REASON_TAG) in FAILED_IN_CODE:
-        return True
-    failures = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1)
-    return bool(failures.records)
+    """What to do about one partition (one run query)."""
+    return RunHistory.load(instance, [(account, day)]).verdict(account, day, max_retries)

@@ -2,13 +2,18 @@
 
 - ``klaviyo_accounts_sensor``: one ``klaviyo_accounts`` partition per account to sync (enabled
   Klaviyo integrations that are not deleted, else ``KLAVIYO_ACCOUNT_ID``); adds and removes, and
-  records the timezone of each account that has none recorded yet (one Klaviyo call per account).
+  records the timezone of each account that has none recorded yet (one Klaviyo call per account, a
+  few per evaluation, taken in turn: the cursor keeps the last account tried).
 - ``klaviyo_catch_up_sensor``: Dagster's scheduler does not run missed ticks forever, so this
   requests, within the last ``CATCH_UP_LOOKBACK_DAYS`` complete dates of each account, the partitions
-  with no snapshot that were never run, and again those whose last run never started or crashed
-  (``run_history.py``; at most ``CATCH_UP_MAX_RETRIES`` such failures in a row). A partition that
-  failed in a step is left for a person to relaunch (UI or backfill). It leaves each date's first
-  ``CATCH_UP_GRACE`` to the schedule, so the two never request the same date at once.
+  with no snapshot that were never run (by any job but the dry run), and again those whose last run
+  never started or crashed (``run_history.py``; at most ``CATCH_UP_MAX_RETRIES`` such failures in a
+  row). A partition that failed in a step is left for a person to relaunch (UI or backfill). It leaves
+  each date's first ``CATCH_UP_GRACE`` to the schedule: longer than the ticks Dagster replays after an
+  outage, so a replayed tick and the sensor never ask for the same date (and each sees the other's run).
+  Cost per evaluation: one query for the snapshots of the lookback partitions, one for their runs,
+  and step-failure reads only for failed runs whose failure reason does not tell (at most
+  ``run_history.MAX_EVENT_READS``); it stops at ``CATCH_UP_MAX_RUNS_PER_TICK`` requests.
 - ``klaviyo_run_succeeded`` / ``klaviyo_run_failed``: stamp ``last_run_at`` / ``last_error`` on the
   account's integration row after each ingest run.
 """
@@ -28,8 +33,8 @@ from klaviyo_dagster.defs.partitions import (
     partition_key,
 )
 from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
-from klaviyo_dagster.defs.run_history import Verdict, verdict_for
-from klaviyo_dagster.defs.schedules import ACCOUNT_TAG, ingest_request
+from klaviyo_dagster.defs.run_history import NOT_EXAMINED, RunHistory, Verdict
+from klaviyo_dagster.defs.schedules import ACCOUNT_TAG, REPLAYED_TICKS, TICK, ingest_request, warn_assumed
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
 from klaviyo_dagster.readiness import AccountZone, Readiness, utc_now
 
@@ -38,8 +43,10 @@ CATCH_UP_SENSOR_NAME = "klaviyo_catch_up_sensor"
 CATCH_UP_LOOKBACK_DAYS = 7
 CATCH_UP_MAX_RUNS_PER_TICK = 10
 CATCH_UP_MAX_RETRIES = 3
-# Longer than the schedule's 15 minutes between ticks: a date is the schedule's for its first hour.
-CATCH_UP_GRACE = timedelta(hours=1)
+# A date is the schedule's for its first 2 hours: longer than the window of the ticks Dagster replays
+# after an outage (the last REPLAYED_TICKS ticks: 75 min), plus a margin for a late daemon.
+CATCH_UP_GRACE = timedelta(hours=2)
+assert REPLAYED_TICKS * TICK + timedelta(minutes=30) <= CATCH_UP_GRACE
 CATCH_UP_TRY_TAG = "klaviyo/catch-up-try"
 LAST_ERROR_MAX_CHARS = 500
 
@@ -56,9 +63,14 @@ def klaviyo_accounts_sensor(
     directory = AccountDirectory(tables)
     known = set(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
     wanted = set(directory.account_ids())
-    for found in discover_timezones(sorted(wanted), directory, tables, klaviyo.get_lookup_client):
+    discovered = discover_timezones(
+        sorted(wanted), directory, tables, klaviyo.get_lookup_client, after=context.cursor or None
+    )
+    for found in discovered:
         log = context.log.info if found.timezone is not None else context.log.warning
         log(f"account timezone {found.describe()}")
+    if discovered:  # the next evaluation starts after the last account tried
+        context.update_cursor(discovered[-1].account_id)
     added, removed = sorted(wanted - known), sorted(known - wanted)
     if not added and not removed:
         return dg.SkipReason(f"{len(known)} account partition(s), all current")
@@ -94,13 +106,17 @@ def klaviyo_catch_up_sensor(
     now = utc_now()
     accounts = context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
     zones = zones_of(ingest_store.get_store().tables, accounts)
+    warn_assumed(context.log, zones)
     missing = missing_partitions(context.instance, zones, Readiness.from_env(), now)
+    history = RunHistory.load(context.instance, missing)  # one query, whatever the job
     requests: list[dg.RunRequest] = []
     left: dict[str, int] = {}
+    examined = 0
     for account, day in missing:
         if len(requests) == CATCH_UP_MAX_RUNS_PER_TICK:
             break
-        verdict = verdict_for(context.instance, account, day, CATCH_UP_MAX_RETRIES)
+        examined += 1
+        verdict = history.verdict(account, day, CATCH_UP_MAX_RETRIES)
         if not verdict.request:
             left[verdict.reason] = left.get(verdict.reason, 0) + 1
             continue
@@ -112,6 +128,10 @@ def klaviyo_catch_up_sensor(
     )
     if left:
         summary += "; left alone: " + ", ".join(f"{count} {reason}" for reason, count in sorted(left.items()))
+    if examined < len(missing):
+        summary += f"; {len(missing) - examined} not examined (at most {CATCH_UP_MAX_RUNS_PER_TICK} requests)"
+    if left.get(NOT_EXAMINED):
+        context.log.warning(f"{left[NOT_EXAMINED]} partition(s) {NOT_EXAMINED}: the next evaluation goes on")
     if not requests:
         return dg.SkipReason(summary)
     context.log.info(summary)
@@ -122,13 +142,24 @@ def missing_partitions(
     instance: dg.DagsterInstance, zones: dict[str, AccountZone], readiness: Readiness, now: datetime
 ) -> list[tuple[str, date]]:
     """(account, date) pairs with no snapshot, oldest first, among each account's last
-    ``CATCH_UP_LOOKBACK_DAYS`` dates complete for at least ``CATCH_UP_GRACE``."""
-    materialized = instance.get_materialized_partitions(SNAPSHOT)
-    missing = [
+    ``CATCH_UP_LOOKBACK_DAYS`` dates complete for at least ``CATCH_UP_GRACE``.
+
+    One query, limited to those partitions (not every snapshot partition ever made)."""
+    candidates = [
         (day, account)
         for account, zone in zones.items()
         for day in _lookback(readiness.newest_complete(now - CATCH_UP_GRACE, zone.name))
-        if str(partition_key(account, day)) not in materialized
+    ]
+    keys = {str(partition_key(account, day)) for day, account in candidates}
+    materialized = (
+        instance.get_latest_storage_id_by_partition(
+            SNAPSHOT, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=keys
+        )
+        if keys
+        else {}
+    )
+    missing = [
+        (day, account) for day, account in candidates if str(partition_key(account, day)) not in materialized
     ]
     return [(account, day) for day, account in sorted(missing)]
 

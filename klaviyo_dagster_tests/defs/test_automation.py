@@ -13,12 +13,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.events import DagsterEvent
+from dagster._core.events import DagsterEvent, JobFailureData, RunFailureReason
 from dagster._core.execution.plan.objects import StepFailureData
+from dagster._utils.error import SerializableErrorInfo
 
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
-from klaviyo_dagster.defs.run_history import WILL_RETRY_TAG
+from klaviyo_dagster.defs.run_history import MAX_EVENT_READS, WILL_RETRY_TAG
 from klaviyo_dagster.defs.schedules import (
     ACCOUNT_TAG,
     TICK,
@@ -26,6 +27,7 @@ from klaviyo_dagster.defs.schedules import (
     klaviyo_complete_days_schedule,
 )
 from klaviyo_dagster.defs.sensors import (
+    CATCH_UP_GRACE,
     CATCH_UP_MAX_RUNS_PER_TICK,
     CATCH_UP_TRY_TAG,
     klaviyo_catch_up_sensor,
@@ -262,8 +264,16 @@ def add_run(
     step_failed: bool = False,
     end: dg.DagsterRunStatus | None = dg.DagsterRunStatus.FAILURE,
     tags: dict[str, str] | None = None,
+    reason: str | None = "",
+    interrupted: bool = False,
 ) -> str:
-    """A run of the partition as Dagster records it: queued, maybe started, maybe a step failure, then ``end``."""
+    """A run of the partition as Dagster records it: queued, maybe started, maybe a step failure, then ``end``.
+
+    ``reason``: the run's failure reason (tag ``dagster/failure_reason``); by default Dagster's own,
+    ``STEP_FAILURE`` after a step failure, none else; None: no reason. ``interrupted``: the step failed
+    because its worker was stopped (SIGTERM), as Dagster then records it."""
+    if reason == "":
+        reason = "STEP_FAILURE" if step_failed and not interrupted else None
     run_tags = {
         "dagster/partition/account": account,
         "dagster/partition/date": day.isoformat(),
@@ -277,13 +287,19 @@ def add_run(
     if started:
         instance.report_dagster_event(DagsterEvent(dg.DagsterEventType.RUN_START.value, job), run.run_id)
     if step_failed:
-        failure = StepFailureData(error=None, user_failure_data=None)
+        error = (
+            SerializableErrorInfo("interrupted", [], "DagsterExecutionInterruptedError")
+            if interrupted
+            else None
+        )
+        failure = StepFailureData(error=error, user_failure_data=None)
         event = DagsterEvent(
             dg.DagsterEventType.STEP_FAILURE.value, job, event_specific_data=failure, step_key="flows_csv"
         )
         instance.report_dagster_event(event, run.run_id)
     if end == dg.DagsterRunStatus.FAILURE:
-        instance.report_run_failed(run, "user code server request timed out" if not started else None)
+        data = JobFailureData(error=None, failure_reason=RunFailureReason(reason)) if reason else None
+        instance.report_run_failed(run, "user code server request timed out" if not started else None, data)
     elif end == dg.DagsterRunStatus.SUCCESS:
         instance.report_dagster_event(DagsterEvent(dg.DagsterEventType.RUN_SUCCESS.value, job), run.run_id)
     elif end == dg.DagsterRunStatus.CANCELED:
@@ -318,14 +334,14 @@ def test_catch_up_asks_for_each_accounts_complete_dates_without_snapshot_or_run(
     instance, store, monkeypatch
 ) -> None:
     register(instance, store, {LOS_ANGELES: "America/Los_Angeles", AUCKLAND: "Pacific/Auckland"})
-    # At 16:00 UTC on 03-10, Auckland's 03-10 is complete (since 14:05), Los Angeles' is not.
+    # At 16:05 UTC on 03-10, Auckland's 03-10 is complete (since 14:05, past the 2 h grace), Los Angeles' is not.
     snapshot_all_but(instance, AUCKLAND, date(2026, 3, 1), date(2026, 3, 10), {date(2026, 3, 10)})
     snapshot_all_but(
         instance, LOS_ANGELES, date(2026, 3, 1), date(2026, 3, 10), {date(2026, 3, 2), date(2026, 3, 5)}
     )
     add_run(instance, LOS_ANGELES, date(2026, 3, 5), job="klaviyo_dry_run", end=dg.DagsterRunStatus.SUCCESS)
 
-    requested = keys(catch_up(instance, store, monkeypatch, utc(3, 10, 16, 0)))
+    requested = keys(catch_up(instance, store, monkeypatch, utc(3, 10, 16, 5)))
 
     assert requested == [
         # 03-02 is outside Los Angeles' 7 complete dates (03-03..03-09); a dry run made no snapshot.
@@ -334,12 +350,13 @@ def test_catch_up_asks_for_each_accounts_complete_dates_without_snapshot_or_run(
     ]
 
 
-def test_catch_up_leaves_a_dates_first_hour_to_the_schedule(instance, store, monkeypatch) -> None:
+def test_catch_up_leaves_a_dates_first_two_hours_to_the_schedule(instance, store, monkeypatch) -> None:
     register(instance, store, {AUCKLAND: "Pacific/Auckland"})
     snapshot_all_but(instance, AUCKLAND, date(2026, 3, 1), date(2026, 3, 10), {date(2026, 3, 10)})
 
-    assert isinstance(catch_up(instance, store, monkeypatch, utc(3, 10, 15, 4)), dg.SkipReason)
-    assert keys(catch_up(instance, store, monkeypatch, utc(3, 10, 15, 5))) == [
+    # Auckland's 03-10 is complete from 14:05 UTC
+    assert isinstance(catch_up(instance, store, monkeypatch, utc(3, 10, 16, 4)), dg.SkipReason)
+    assert keys(catch_up(instance, store, monkeypatch, utc(3, 10, 16, 5))) == [
         f"catch-up:{AUCKLAND}:2026-03-10"
     ]
 
@@ -390,7 +407,8 @@ def test_catch_up_gives_up_after_three_retries_in_a_row(instance, store, monkeyp
 def test_catch_up_respects_its_cap_oldest_first(instance, store, monkeypatch) -> None:
     register(instance, store, {UTC_STORE: "UTC", LOS_ANGELES: "America/Los_Angeles", KOLKATA: "Asia/Kolkata"})
 
-    requested = keys(catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0)))
+    # Los Angeles' 03-09: complete from 10:05 UTC, past the grace from 12:05
+    requested = keys(catch_up(instance, store, monkeypatch, utc(3, 10, 12, 5)))
 
     assert len(requested) == CATCH_UP_MAX_RUNS_PER_TICK  # 3 accounts x 7 days missing, capped
     assert requested[:4] == [
@@ -403,3 +421,175 @@ def test_catch_up_respects_its_cap_oldest_first(instance, store, monkeypatch) ->
 
 def test_catch_up_with_nothing_missing_skips(instance, store, monkeypatch) -> None:
     assert isinstance(catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0)), dg.SkipReason)
+
+
+# --- the reviewer's findings: runs of any job, bad zones, stopped workers, cost, outages, re-requests --
+
+
+def test_catch_up_sees_runs_launched_from_the_asset_pages(instance, store, monkeypatch) -> None:
+    register(instance, store, {UTC_STORE: "UTC"})
+    days = [date(2026, 3, n) for n in (6, 7, 8, 9)]
+    snapshot_all_but(instance, UTC_STORE, date(2026, 3, 1), date(2026, 3, 9), set(days))
+    asset_job = "__ASSET_JOB"  # the UI's Materialize and asset backfills
+    add_run(instance, UTC_STORE, days[0], job=asset_job, end=None)  # queued
+    add_run(instance, UTC_STORE, days[1], job=asset_job, started=True, end=None)  # in progress
+    add_run(instance, UTC_STORE, days[2], job=asset_job, started=True, step_failed=True)  # e.g. Klaviyo 401
+    add_run(
+        instance, UTC_STORE, days[3], job="klaviyo_dry_run", end=dg.DagsterRunStatus.SUCCESS
+    )  # no snapshot
+
+    result = catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0))
+
+    assert keys(result) == [f"catch-up:{UTC_STORE}:2026-03-09"]  # only the dry-run date
+
+
+BAD_ZONES = ["Mars/Olympus", "", "utc", "America/Los_Angeles ", "../../etc/passwd", "Etc/GMT+12\x00"]
+
+
+@pytest.mark.parametrize("bad", BAD_ZONES)
+def test_a_bad_recorded_zone_is_taken_as_unknown_and_stops_no_other_account(
+    instance, store, monkeypatch, caplog, bad
+) -> None:
+    register(instance, store, {UTC_STORE: "UTC", KOLKATA: "Asia/Kolkata", LOS_ANGELES: bad})
+
+    with caplog.at_level("WARNING"):
+        at_0305 = requested_at(instance, store, utc(3, 10, 3, 5))
+        at_1505 = requested_at(instance, store, utc(3, 10, 15, 5))  # 03-09 ends in UTC-12 at 12:00 UTC
+        caught_up = keys(catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0)))
+
+    assert at_0305 == {"03-10 03:05": [f"{UTC_STORE}:2026-03-09"]}
+    assert at_1505 == {"03-10 15:05": [f"{LOS_ANGELES}:2026-03-09"]}  # as an account with no zone yet
+    assert f"catch-up:{UTC_STORE}:2026-03-03" in caught_up and f"catch-up:{KOLKATA}:2026-03-03" in caught_up
+    assert any(
+        LOS_ANGELES in r.getMessage() and "not a valid timezone" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_catch_up_retries_a_run_whose_worker_was_stopped(instance, store, monkeypatch) -> None:
+    """SIGTERM: the step fails with DagsterExecutionInterruptedError, the run with UNEXPECTED_TERMINATION."""
+    register(instance, store, {UTC_STORE: "UTC"})
+    days = [date(2026, 3, n) for n in (7, 8, 9)]
+    snapshot_all_but(instance, UTC_STORE, date(2026, 3, 1), date(2026, 3, 9), set(days))
+    stopped = add_run(
+        instance,
+        UTC_STORE,
+        days[0],
+        started=True,
+        step_failed=True,
+        interrupted=True,
+        reason="UNEXPECTED_TERMINATION",
+    )
+    untagged = add_run(
+        instance, UTC_STORE, days[1], started=True, step_failed=True, interrupted=True, reason=None
+    )
+    add_run(instance, UTC_STORE, days[2], started=True, step_failed=True, reason=None)  # a real step failure
+
+    result = catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0))
+
+    assert keys(result) == [
+        f"catch-up:{UTC_STORE}:2026-03-07:retry-of:{stopped}",
+        f"catch-up:{UTC_STORE}:2026-03-08:retry-of:{untagged}",  # its only step failure is the interruption
+    ]
+
+
+def count_calls(instance: dg.DagsterInstance, monkeypatch, *names: str) -> dict[str, int]:
+    counts = dict.fromkeys(names, 0)
+    for name in names:
+        original = getattr(instance, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            counts[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(instance, name, counted)
+    return counts
+
+
+def test_catch_up_costs_a_bounded_number_of_instance_calls(instance, store, monkeypatch) -> None:
+    accounts = {f"00000000-0000-4000-8000-{n:012d}": "UTC" for n in range(100, 105)}
+    register(instance, store, accounts)
+    for n, account in enumerate(accounts):
+        for day in range(3, 10):  # every lookback date failed: in a step (tagged), or untagged
+            add_run(
+                instance,
+                account,
+                date(2026, 3, day),
+                started=True,
+                step_failed=True,
+                reason=None if n < 4 else "",
+            )
+    calls = count_calls(
+        instance, monkeypatch, "get_run_records", "get_records_for_run", "get_materialized_partitions"
+    )
+
+    result = catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0))
+
+    assert isinstance(result, dg.SkipReason)
+    assert calls == {
+        "get_run_records": 1,
+        "get_records_for_run": MAX_EVENT_READS,
+        "get_materialized_partitions": 0,
+    }
+    assert "35 complete partition(s)" in result.skip_message  # 28 of them untagged: 20 read
+    assert "failed in a step: needs a person" in result.skip_message
+
+
+def test_after_an_outage_a_replayed_tick_and_the_catch_up_never_both_ask(
+    instance, store, monkeypatch
+) -> None:
+    """The daemon was down 03:00..04:10; the UTC store's 03-09 became complete at 03:05."""
+    register(instance, store, {UTC_STORE: "UTC"})
+    snapshot_all_but(instance, UTC_STORE, date(2026, 3, 1), date(2026, 3, 9), {date(2026, 3, 9)})
+    replayed = [utc(3, 10, 4, 5) - TICK * n for n in range(5)]  # Dagster replays the last 5 missed ticks
+    assert replayed[0] - replayed[-1] + TICK < CATCH_UP_GRACE
+
+    sensor_first = catch_up(instance, store, monkeypatch, utc(3, 10, 4, 10))
+    schedule = requested_at(instance, store, *replayed)
+
+    assert isinstance(sensor_first, dg.SkipReason)
+    assert [key for asked in schedule.values() for key in asked] == [f"{UTC_STORE}:2026-03-09"]
+    # once the replayed tick's run exists, the catch-up leaves it, whenever it looks
+    add_run(instance, UTC_STORE, date(2026, 3, 9), end=None)
+    assert isinstance(catch_up(instance, store, monkeypatch, utc(3, 10, 5, 10)), dg.SkipReason)
+
+
+def launch_each(instance, store, *ticks: datetime) -> list[tuple[str, str]]:
+    """Every tick evaluated, each request recorded as a queued run (as the daemon would launch it)."""
+    asked = []
+    for tick in ticks:
+        result = evaluate(instance, store, tick)
+        if isinstance(result, dg.SkipReason):
+            continue
+        for request in result:
+            account, day = request.run_key.split(":")
+            add_run(instance, account, date.fromisoformat(day), end=None)
+            asked.append((tick.strftime("%m-%d %H:%M"), day))
+    return asked
+
+
+def test_a_longer_settling_delay_does_not_ask_for_a_date_again(instance, store, monkeypatch) -> None:
+    register(instance, store, {UTC_STORE: "UTC"})
+    monkeypatch.setenv(SETTLING_DELAY_ENV_VAR, "0")
+    before = launch_each(instance, store, utc(3, 1, 0, 5), utc(3, 2, 0, 5))
+    monkeypatch.setenv(SETTLING_DELAY_ENV_VAR, "1440")
+    after = launch_each(instance, store, utc(3, 3, 0, 5), utc(3, 4, 0, 5))
+
+    assert before == [("03-01 00:05", "2026-02-28"), ("03-02 00:05", "2026-03-01")]
+    assert after == [("03-04 00:05", "2026-03-02")]  # 03-01 "became complete" again at 03-03 00:05
+
+
+def test_an_account_moving_west_does_not_ask_for_a_date_again(instance, store) -> None:
+    register(instance, store, {UTC_STORE: "Pacific/Kiritimati"})  # UTC+14: D complete at 13:05 UTC on D
+    before = launch_each(instance, store, utc(3, 1, 13, 5), utc(3, 2, 13, 5))
+    store.get_store().tables.record_account_timezone(UTC_STORE, "Pacific/Pago_Pago", None, "run")  # UTC-11
+    after = launch_each(instance, store, utc(3, 3, 14, 5), utc(3, 4, 14, 5))  # 14:05 UTC on D+1
+
+    assert [day for _, day in before] == ["2026-03-01", "2026-03-02"]
+    assert after == [("03-04 14:05", "2026-03-03")]  # not 03-02 again at 03-03 14:05
+
+
+def test_the_schedule_asks_again_for_a_date_whose_run_never_started(instance, store) -> None:
+    register(instance, store, {UTC_STORE: "UTC"})
+    add_run(instance, UTC_STORE, date(2026, 3, 9))  # "user code server request timed out"
+
+    assert requested_at(instance, store, utc(3, 10, 3, 5)) == {"03-10 03:05": [f"{UTC_STORE}:2026-03-09"]}

@@ -7,7 +7,9 @@ from datetime import UTC, date, datetime
 import dagster as dg
 import pytest
 
-from klaviyo_dagster.accounts import encrypt_api_key
+from klaviyo_dagster import account_zones
+from klaviyo_dagster.account_zones import Discovery, discover_timezones
+from klaviyo_dagster.accounts import KeyDecryptionError, encrypt_api_key
 from klaviyo_dagster.defs.partitions import (
     ACCOUNTS_PARTITIONS_NAME,
     date_partitions,
@@ -17,6 +19,9 @@ from klaviyo_dagster.defs.partitions import (
 )
 from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.defs.sensors import klaviyo_accounts_sensor
+from klaviyo_dagster.producers.account import AccountTimezone
+from klaviyo_dagster.readiness import first_partition_date
+from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
 
 ACCOUNT = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
@@ -123,3 +128,79 @@ def test_partition_keys_round_trip_and_name_both_dimensions() -> None:
     assert split_partition_key(key) == (ACCOUNT, date(2026, 3, 9))
     assert split_partition_key(str(key)) == (ACCOUNT, date(2026, 3, 9))
     assert klaviyo_partitions.partition_dimension_names == ["account", "date"]
+
+
+# --- timezone discovery takes the accounts in turn ----------------------------------------------------
+
+
+class _BrokenKeys:
+    """The first five accounts' keys do not decrypt; the others' do."""
+
+    def __init__(self, broken: set[str]) -> None:
+        self.broken = broken
+
+    def api_key_for(self, account: str) -> str:
+        if account in self.broken:
+            raise KeyDecryptionError(f"Account {account}: the stored Klaviyo key does not decrypt")
+        return "pk_x"
+
+
+class _Client:
+    def __enter__(self) -> _Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_accounts_with_broken_keys_do_not_keep_the_others_from_discovery(tmp_path, monkeypatch) -> None:
+    tables = IngestTables.sqlite(tmp_path / "t.sqlite3")
+    tables.migrate()
+    accounts = [f"00000000-0000-4000-8000-{n:012d}" for n in range(1, 8)]
+    directory = _BrokenKeys(set(accounts[:5]))
+    monkeypatch.setattr(account_zones, "account_timezone", lambda client: AccountTimezone("Asia/Tokyo"))
+
+    cursor, tried = None, []
+    for _ in range(2):  # as the sensor does: each evaluation starts after the last account tried
+        found = discover_timezones(accounts, directory, tables, lambda key: _Client(), after=cursor)
+        tried.append([f.account_id[-1] for f in found])
+        cursor = found[-1].account_id
+
+    assert tried == [["1", "2", "3", "4", "5"], ["6", "7", "1", "2", "3"]]
+    assert sorted(tables.account_timezones()) == accounts[5:]
+
+
+def test_a_recorded_zone_that_is_not_a_timezone_is_looked_up_again(tmp_path, monkeypatch) -> None:
+    tables = IngestTables.sqlite(tmp_path / "t.sqlite3")
+    tables.migrate()
+    tables.record_account_timezone(ACCOUNT, "Mars/Olympus", None, "discovery")
+    monkeypatch.setattr(account_zones, "account_timezone", lambda client: AccountTimezone("Asia/Tokyo"))
+
+    (found,) = discover_timezones([ACCOUNT], _BrokenKeys(set()), tables, lambda key: _Client())
+
+    assert found.timezone is not None
+    assert tables.account_timezones()[ACCOUNT].timezone == "Asia/Tokyo"
+
+
+def test_the_accounts_sensor_keeps_the_last_account_tried_in_its_cursor(monkeypatch, klaviyo_off) -> None:
+    monkeypatch.setenv("KLAVIYO_ACCOUNT_ID", ACCOUNT)
+    seen = []
+
+    def discover(account_ids, directory, tables, client_for, *, after=None):
+        seen.append(after)
+        return [Discovery(ACCOUNT, None, "KlaviyoDisabledError: off", disabled=True)]
+
+    monkeypatch.setattr("klaviyo_dagster.defs.sensors.discover_timezones", discover)
+    resources = {"ingest_store": EMPTY_STORE, "klaviyo": KLAVIYO}
+    with (
+        dg.DagsterInstance.ephemeral() as instance,
+        dg.build_sensor_context(instance=instance, cursor=OTHER, resources=resources) as context,
+    ):
+        cursor = klaviyo_accounts_sensor.evaluate_tick(context).cursor  # as the daemon evaluates it
+
+    assert (seen, cursor) == ([OTHER], ACCOUNT)
+
+
+def test_the_readiness_module_knows_the_partitions_first_date() -> None:
+    # readiness.py (no Dagster) reads KLAVIYO_PARTITIONS_START_DATE as defs/partitions.py does
+    assert first_partition_date() == date_partitions.start.date()
