@@ -10,7 +10,12 @@ through :func:`connection_error` (``PostgresDialect.connect``), which re-raises 
 error is not chained. The Storage store redacts its key and any URL credentials with
 :func:`redact` (``../shared/contracts/supabase.md``, "Storage": the service key never appears).
 
-Redaction is by value (the password, every fragment of it between ``@ : / ?  #`` and spaces, the
+libpq takes the password in three forms, all known here: the URL's user-info (``user:pw@``), a
+``key=value`` string's ``password=`` (quoted or not) and a URL's query parameter ``password=`` (whose
+name may be percent-encoded, ``%70assword=``); each in any case, raw and percent-decoded. A query
+password that libpq cannot decode is quoted whole (``invalid percent-encoded token: "pw%zz"``).
+
+Redaction is by value (the password, every fragment of it between ``@ : / ? # & = %`` and spaces, the
 user-info and the whole URL, raw and percent-decoded) and, when the password would need encoding
 (so a fragment may be quoted that no rule foresees), by form: every quoted string in the message.
 """
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import psycopg
 
@@ -27,9 +32,19 @@ REDACTED = "[redacted]"
 MIN_FRAGMENT = 3  # shorter fragments ("o", "rd") are too common to replace by value
 _QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
-_KEYWORD_PASSWORD = re.compile(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
-# Characters a URL password must percent-encode (RFC 3986 user-info).
-_NEEDS_ENCODING = re.compile(r"[\s@:/?#\[\]]|%(?![0-9A-Fa-f]{2})")
+# key=value form, any case; a quoted value up to its closing quote, or to the end when unterminated.
+_KEYWORD_PASSWORD = re.compile(
+    r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*(?:'|$)|\S+)", re.IGNORECASE | re.DOTALL
+)
+# A URL query's parameters: a value runs to the next ``&name=`` (an ``&`` not followed by one, as in
+# an unencoded password ``pw&rd``, stays in the value, since libpq may quote what follows it).
+_QUERY_PARAMETER = re.compile(r"(?:^|&)(?P<name>[^&=]*)=(?P<value>.*?)(?=&[^&=]*=|$)", re.DOTALL)
+# Characters a URL password must percent-encode (RFC 3986 user-info), and %00 (which libpq refuses).
+_NEEDS_ENCODING = re.compile(r"[\s@:/?#\[\]]|%(?![0-9A-Fa-f]{2})|%00")
+# The same for a query parameter's value (libpq splits the query on & and =).
+_QUERY_NEEDS_ENCODING = re.compile(r"[\s&=#]|%(?![0-9A-Fa-f]{2})|%00")
+_FRAGMENT = re.compile(r"[^\s@:/?#&=%]+")
+_DECODE_ROUNDS = 4  # a name encoded more often than this is not one libpq would read either
 
 
 class DatabaseConnectionError(psycopg.OperationalError):
@@ -56,13 +71,45 @@ def url_password(url: str) -> str | None:
 
 
 def _fragments(secret: str) -> set[str]:
-    """The secret, its percent-decoded form and every run of its delimiter-separated pieces."""
-    found = {secret, unquote(secret)}
-    spans = [m.span() for m in re.finditer(r"[^\s@:/?#]+", secret)]
-    for i, (start, _) in enumerate(spans):
-        for _, end in spans[i:]:
-            found.add(secret[start:end])
+    """The secret, its percent-decoded forms and every run of its delimiter-separated pieces."""
+    found: set[str] = set()
+    for form in {secret, unquote(secret), unquote_plus(secret)}:
+        found.add(form)
+        spans = [m.span() for m in _FRAGMENT.finditer(form)]
+        for i, (start, _) in enumerate(spans):
+            for _, end in spans[i:]:
+                found.add(form[start:end])
     return {f for f in found if len(f) >= MIN_FRAGMENT}
+
+
+def _decoded_name(name: str) -> str:
+    """A query parameter's name percent-decoded until it no longer changes (bounded), lower case."""
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower()
+
+
+def query_passwords(dsn: str) -> list[str]:
+    """The raw values of a URL's query parameters named ``password`` (in any case or encoding).
+
+    Every ``?`` after ``scheme://`` is taken as a possible start of the query: an unencoded ``?`` or
+    ``@`` in the user-info or in the password itself must not hide it (more is redacted, never less).
+    """
+    scheme = dsn.find("://")
+    if scheme < 0:
+        return []
+    found: list[str] = []
+    question = dsn.find("?", scheme + 3)
+    while question >= 0:
+        query = dsn[question + 1 :]  # a "#" too: libpq has no fragment, so it stays in the value
+        for match in _QUERY_PARAMETER.finditer(query):
+            if _decoded_name(match.group("name")) == "password" and match.group("value") not in found:
+                found.append(match.group("value"))
+        question = dsn.find("?", question + 1)
+    return found
 
 
 def dsn_secrets(dsn: str) -> set[str]:
@@ -73,16 +120,27 @@ def dsn_secrets(dsn: str) -> set[str]:
         secrets |= _fragments(password)
         scheme = dsn.find("://")
         userinfo = dsn[scheme + 3 : dsn.rfind("@")]
-        secrets |= {userinfo, unquote(userinfo), dsn, unquote(dsn)}
+        secrets |= {userinfo, unquote(userinfo)}
+    in_query = query_passwords(dsn)
+    for value in in_query:
+        secrets |= _fragments(value)
+    if password or in_query:
+        secrets |= {dsn, unquote(dsn)}
     for match in _KEYWORD_PASSWORD.finditer(dsn):
-        secrets |= _fragments(match.group(1).strip("'"))
+        value = match.group(1)
+        secrets |= _fragments(value)
+        if value.startswith("'"):
+            quoted = value[1:].removesuffix("'")
+            secrets |= _fragments(quoted) | _fragments(re.sub(r"\\(.)", r"\1", quoted))
     return {s for s in secrets if len(s) >= MIN_FRAGMENT}
 
 
 def needs_encoding(dsn: str) -> bool:
-    """Whether the DSN's URL password holds characters that must be percent-encoded."""
+    """Whether the DSN's URL password (user-info or query) holds characters that must be percent-encoded."""
     password = url_password(dsn)
-    return bool(password and _NEEDS_ENCODING.search(password))
+    if password and _NEEDS_ENCODING.search(password):
+        return True
+    return any(_QUERY_NEEDS_ENCODING.search(value) for value in query_passwords(dsn))
 
 
 def redact_url(url: str) -> str:

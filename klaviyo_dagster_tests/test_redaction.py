@@ -21,6 +21,7 @@ from klaviyo_dagster.redaction import (
     DatabaseConnectionError,
     connection_error,
     dsn_secrets,
+    query_passwords,
     redact_dsn_message,
     redact_url,
     url_password,
@@ -106,3 +107,68 @@ def test_keyword_dsn_passwords_and_url_credentials_are_redacted() -> None:
 def test_connection_error_keeps_the_drivers_class_name_and_no_secret() -> None:
     error = connection_error(psycopg.OperationalError('bad "S3ntA Bx7q"'), "postgresql://u:S3ntA Bx7q@h/db")
     assert "OperationalError" in str(error) and "S3ntA" not in str(error)
+
+
+# --- every form libpq takes a password in --------------------------------------------------------------
+
+# A sentinel password in each of libpq's forms: the URL's user-info, a key=value string, a URL query
+# parameter ``password=`` (any case, the name percent-encoded too), raw and percent-encoded, with what
+# libpq refuses to decode (``%zz``, ``%00``) or splits on (space, ``&``, ``=``).
+SENTINEL_DSNS = [
+    "postgresql://postgres@127.0.0.1:{port}/db?password=S3ntA%zzBx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?password=S3ntA%00Bx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?password=S3ntA Bx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?password=S3ntA&Bx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?password=S3ntA@Bx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?password=S3ntA?Bx7qZ:Kz9wQ/Pv4mR",
+    "postgresql://postgres@127.0.0.1:{port}/db?password=S3ntA=Bx7qZ&sslmode=disable",
+    "postgresql://postgres@127.0.0.1:{port}/db?sslmode=disable&PASSWORD=S3ntA%zzBx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?Password=S3ntA%20Bx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?%70assword=S3ntA%zzBx7qZ",
+    "postgresql://postgres@127.0.0.1:{port}/db?%70assword=S3ntA%25Bx7qZ&sslmode=bogus",
+    "postgresql://postgres:S3ntA%zzBx7qZ@127.0.0.1:{port}/db",
+    "postgresql://postgres:S3ntA%40Bx7qZ@127.0.0.1:{port}/db?sslmode=bogus",
+    "host=127.0.0.1 port={port} user=postgres password='S3ntA Bx7qZ dbname=db",
+    "host=127.0.0.1 port={port} user=postgres password='S3ntA\\' Bx7qZ' sslmode=bogus",
+    "host=127.0.0.1 port={port} user=postgres PASSWORD=S3ntABx7qZ",
+    "host=127.0.0.1 port={port} user=postgres password = S3ntABx7qZ sslmode=bogus'",
+]
+SENTINELS = ("S3ntA", "Bx7qZ")
+
+
+@pytest.mark.parametrize("template", SENTINEL_DSNS)
+def test_no_form_of_the_password_appears_in_a_connection_error(
+    template: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DatabaseConnectionError) as caught:
+        IngestTables.postgres(template.format(port=closed_port())).dialect.connect()
+    error = caught.value
+    logging.getLogger("test").exception("connect failed", exc_info=error)
+    assert error.__cause__ is None and error.__context__ is None
+    for text in everything_about(error, caplog):
+        for sentinel in SENTINELS:
+            assert sentinel not in text, (sentinel, text)
+
+
+def test_the_query_password_is_found_in_any_case_and_encoding() -> None:
+    assert query_passwords("postgresql://u@h/db?sslmode=x&password=S3ntA%zz&y=1") == ["S3ntA%zz"]
+    assert query_passwords("postgresql://u@h/db?PassWord=S3ntA") == ["S3ntA"]
+    assert query_passwords("postgresql://u@h/db?%70%61ssword=S3ntA") == ["S3ntA"]
+    assert query_passwords("postgresql://u@h/db?password=S3ntA&Bx7qZ") == ["S3ntA&Bx7qZ"]  # no "=" after &
+    assert query_passwords("postgresql://u@h/db?password=S3ntA@Bx7qZ") == ["S3ntA@Bx7qZ"]  # an @ after ?
+    assert query_passwords("postgresql://u:p?w@h/db") == []
+    assert query_passwords("host=h password=S3ntA") == []
+    assert {"S3ntA%zzBx7qZ", "S3ntA", "zzBx7qZ"} <= dsn_secrets("postgresql://u@h/db?password=S3ntA%zzBx7qZ")
+    assert {"S3ntA%20Bx7qZ", "S3ntA Bx7qZ"} <= dsn_secrets("postgresql://u@h/db?password=S3ntA%20Bx7qZ")
+    message = redact_dsn_message(
+        'invalid percent-encoded token: "S3ntA%zzBx7qZ"', "postgresql://u@h/db?password=S3ntA%zzBx7qZ"
+    )
+    assert "S3ntA" not in message and "Bx7qZ" not in message
+
+
+def test_a_keyword_password_is_found_quoted_unterminated_and_in_any_case() -> None:
+    assert "S3ntA Bx7qZ" in dsn_secrets("host=h password='S3ntA Bx7qZ' user=u")
+    assert "S3ntA Bx7qZ dbname=db" in dsn_secrets("host=h password='S3ntA Bx7qZ dbname=db")
+    assert "S3ntA' Bx7qZ" in dsn_secrets("host=h password='S3ntA\\' Bx7qZ'")
+    assert "S3ntABx7qZ" in dsn_secrets("host=h PASSWORD = S3ntABx7qZ")

@@ -13,13 +13,15 @@ request never holds the secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
+import json
 import logging
 import re
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import unquote, unquote_plus
@@ -53,7 +55,7 @@ from klaviyo_dagster.readiness import AccountZone, DateNotComplete
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.storage.tables import MissingTable
-from klaviyo_dagster.trigger.claims import ClaimsNotMigrated, IdempotencyClaims, differences
+from klaviyo_dagster.trigger.claims import Claim, ClaimsNotMigrated, IdempotencyClaims, differences
 from klaviyo_dagster.trigger.dagster_api import (
     IDEMPOTENCY_TAG,
     IN_PROGRESS,
@@ -91,10 +93,14 @@ _LAUNCH_IN_PROGRESS = {
     "details": "another request with this idempotency key is launching its run; retry",
     "parameter": "idempotency",
 }
-ROUTED_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # The ingest database not answering (psycopg's connection errors, and the redacted DatabaseConnectionError
-# subclass) or the local SQLite file locked or unreadable.
-DATABASE_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.OperationalError)
+# subclass) or the local SQLite file locked, unreadable or corrupt ("file is not a database" is a
+# sqlite3.DatabaseError, the base of sqlite3.OperationalError).
+DATABASE_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, sqlite3.DatabaseError)
+# The run's parameters (``_claim_parameters``, compact JSON) on the run, so a request that finds the
+# run in Dagster (not through its claim) can compare them too.
+PARAMETERS_TAG = "klaviyo/trigger-parameters"
+CLAIM_LOOKUP_SECONDS = 1.0  # how often a request waiting on a claim without a run id asks Dagster
 
 
 class HttpError(Exception):
@@ -197,6 +203,12 @@ class TriggerService:
     def _check_complete(self, trigger: TriggerRequest, now: datetime) -> None:
         """400 naming the parameter when the date asked for is not complete for the account yet."""
         readiness, day = self.settings.readiness, trigger.partition_date
+        first = date_partitions.start.date()
+        if day < first:  # a dry run too: no partition, and year 1 has no day before it to window
+            raise BadRequest(
+                f"{trigger.date_parameter} must be a partition date from {first}, got {day}",
+                trigger.date_parameter,
+            )
         if readiness.complete_everywhere(day, now):  # no need to know the zone (nor read the database)
             return
         account = _account(trigger.account_id)
@@ -206,8 +218,8 @@ class TriggerService:
             raise BadRequest(
                 f"{trigger.date_parameter}: {exc}",
                 trigger.date_parameter,
-                details={
-                    "readyAt": exc.ready_at.isoformat(),
+                details={  # no readyAt for a date that is never complete (after 9999-12-31 somewhere)
+                    **({"readyAt": exc.ready_at.isoformat()} if exc.ready_at is not None else {}),
                     "newestComplete": exc.newest_complete.isoformat(),
                 },
             ) from None
@@ -246,18 +258,37 @@ class TriggerService:
         if isinstance(outcome, RunInfo):
             return self._answer(trigger, outcome.run_id, outcome.status_word, outcome)
         try:
-            run, existed = await self._launch_claimed(trigger)
-            recorded = await run_in_threadpool(
-                claims.record, account, trigger.idempotency_key, outcome, run.run_id
-            )
+            run, existed = await self._launch_claimed(trigger, parameters)
         except BaseException:
             await self._release(claims, trigger, outcome)
             raise
+        # The run exists: the claim is never given back (a retry would launch a second run), and the
+        # caller gets its id whatever recording it does (a later request finds the run by its tags).
+        await self._record(claims, trigger, outcome, run.run_id)
+        return self._answer(trigger, run.run_id, run.status_word, run if existed else None)
+
+    async def _record(
+        self, claims: IdempotencyClaims, trigger: TriggerRequest, token: str, run_id: str
+    ) -> None:
+        """Stores the run id on the claim; a failure is logged only (the claim stays, without it)."""
+        assert trigger.account_id is not None
+        try:
+            recorded = await run_in_threadpool(
+                claims.record, trigger.account_id, trigger.idempotency_key, token, run_id
+            )
+        except Exception as exc:
+            log.warning(
+                "launched run %s for idempotency key %s but could not record it on the claim (%s); the "
+                "claim stays, and the next request with the key finds the run in Dagster by its tags",
+                run_id,
+                trigger.idempotency_key,
+                type(exc).__name__,
+            )
+            return
         if not recorded:
             log.warning(
                 "the claim of idempotency key %s was taken over during its launch", trigger.idempotency_key
             )
-        return self._answer(trigger, run.run_id, run.status_word, run if existed else None)
 
     def _answer(
         self, trigger: TriggerRequest, run_id: str, status: str, existing: RunInfo | None
@@ -279,11 +310,14 @@ class TriggerService:
 
         Inserting the row is the atomic step: of two requests (in any processes) one inserts, the
         other reads the row: it waits while the first launches, returns the run while it is queued or
-        running, and takes the row over (compare-and-set) once that run has finished.
+        running, and takes the row over (compare-and-set) once that run has finished. A row without
+        a run id also has its run looked up in Dagster by tags (at most every CLAIM_LOOKUP_SECONDS):
+        a launch whose run id could not be recorded is found, compared and recorded there.
         """
         assert trigger.account_id is not None
         account, key = trigger.account_id, trigger.idempotency_key
         deadline = time.monotonic() + self.settings.claim_wait_seconds
+        next_lookup = time.monotonic()
         while True:
             token = await run_in_threadpool(claims.insert, account, key, parameters)
             if token is not None:
@@ -293,8 +327,19 @@ class TriggerService:
                 continue
             if claim is None:
                 raise HttpError(409, _LAUNCH_IN_PROGRESS)
+            if claim.run_id is None and time.monotonic() >= next_lookup:
+                # Launching, or launched and its run id not recorded (the database failed then):
+                # the run, if Dagster has it, is found by its tags.
+                next_lookup = time.monotonic() + CLAIM_LOOKUP_SECONDS
+                found = await self._run_of_claim(account, key, claim)
+                if found is not None:
+                    _refuse_other_parameters(
+                        key, _parameters_of(found, claim.parameters), parameters, run_id=found.run_id
+                    )
+                    await self._record_found(claims, account, key, claim, found)
+                    return found
             if claim.run_id is None:
-                _refuse_other_parameters(key, claim, parameters)
+                _refuse_other_parameters(key, claim.parameters, parameters)
                 if claim.age_seconds(claims.now()) > self.settings.claim_stale_seconds:
                     token = await run_in_threadpool(claims.take_over, account, key, claim, parameters)
                 elif time.monotonic() > deadline:
@@ -305,15 +350,38 @@ class TriggerService:
             else:
                 run = await self._dagster(self.dagster.run, claim.run_id)
                 if run is not None and run.status in IN_PROGRESS:
-                    _refuse_other_parameters(key, claim, parameters, run_id=run.run_id)
+                    previous = _parameters_of(run, claim.parameters)
+                    _refuse_other_parameters(key, previous, parameters, run_id=run.run_id)
                     return run
                 token = await run_in_threadpool(claims.take_over, account, key, claim, parameters)
             if token is not None:
                 return token
 
-    async def _launch_claimed(self, trigger: TriggerRequest) -> tuple[RunInfo, bool]:
+    async def _run_of_claim(self, account: str, key: str, claim: Claim) -> RunInfo | None:
+        """The queued or running run of a claim whose run id is not recorded, from Dagster by its tags."""
+        tags = {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: key}
+        end = claim.parameters.get("end")
+        with contextlib.suppress(TypeError, ValueError):  # not a date: by account and key only
+            tags[PARTITION_TAG] = str(partition_key(account, date.fromisoformat(end)))
+        return await self._dagster(self.dagster.find_in_progress, tags)
+
+    async def _record_found(
+        self, claims: IdempotencyClaims, account: str, key: str, claim: Claim, run: RunInfo
+    ) -> None:
+        """Records on the claim the run found for it in Dagster; a failure is logged only."""
+        try:
+            await run_in_threadpool(claims.record, account, key, claim.token, run.run_id)
+        except Exception as exc:
+            log.warning(
+                "could not record run %s for idempotency key %s (%s)", run.run_id, key, type(exc).__name__
+            )
+
+    async def _launch_claimed(
+        self, trigger: TriggerRequest, parameters: dict[str, Any]
+    ) -> tuple[RunInfo, bool]:
         """Under our claim: (the key's run already in Dagster, True) when there is one (launched before
-        claims existed, or whose answer was lost), else (a new run, False)."""
+        claims existed, or whose answer was lost), else (a new run, False). A run found with other
+        parameters is a 409, as through a claim."""
         assert trigger.account_id is not None
         account, day = trigger.account_id, trigger.partition_date
         key = partition_key(account, day)
@@ -322,6 +390,12 @@ class TriggerService:
             {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: trigger.idempotency_key, PARTITION_TAG: str(key)},
         )
         if existing is not None:
+            _refuse_other_parameters(
+                trigger.idempotency_key,
+                _parameters_of(existing, parameters),
+                parameters,
+                run_id=existing.run_id,
+            )
             log.info(
                 "run %s already in progress for idempotency key %s", existing.run_id, trigger.idempotency_key
             )
@@ -333,6 +407,7 @@ class TriggerService:
             ACCOUNT_TAG: account,
             IDEMPOTENCY_TAG: trigger.idempotency_key,
             TRIGGER_TAG: "api",
+            PARAMETERS_TAG: json.dumps(parameters, sort_keys=True, separators=(",", ":")),
         }
         options = trigger.options.model_dump(exclude_defaults=True)
         run_config = {"ops": {asset.path[-1]: {"config": options} for asset in INGEST_ASSET_KEYS}}
@@ -470,11 +545,21 @@ def _claim_parameters(trigger: TriggerRequest) -> dict[str, Any]:
     return {"end": trigger.partition_date.isoformat(), **named}
 
 
+def _parameters_of(run: RunInfo, otherwise: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a run was launched with (its tag), else ``otherwise`` (a run without the tag,
+    launched before it existed: what its claim says, or, found under a new claim, taken as equal)."""
+    try:
+        recorded = json.loads(run.tags[PARAMETERS_TAG])
+    except (KeyError, ValueError):
+        return otherwise
+    return recorded if isinstance(recorded, dict) else otherwise
+
+
 def _refuse_other_parameters(
-    key: str, claim: Any, parameters: dict[str, Any], run_id: str | None = None
+    key: str, previous: dict[str, Any], parameters: dict[str, Any], run_id: str | None = None
 ) -> None:
     """HttpError 409 naming each parameter whose value differs from the key's run in progress."""
-    changed = differences(claim.parameters, parameters)
+    changed = differences(previous, parameters)
     if not changed:
         return
     listed = ", ".join(
@@ -520,11 +605,11 @@ def _guarded(
                 request.url.path,
                 type(exc).__name__,
             )
+            details = "the ingest database did not answer; retry later"
+            if isinstance(exc, sqlite3.Error):  # SQLite's messages name no path nor secret
+                details = f"the local ingest database could not be used ({exc}); retry later"
             return JSONResponse(
-                {
-                    "error": "Database unavailable",
-                    "details": "the ingest database did not answer; retry later",
-                },
+                {"error": "Database unavailable", "details": details},
                 status_code=503,
                 headers={"Retry-After": "30"},
             )
@@ -552,24 +637,50 @@ def redacted_target(scope: Scope, secrets: Iterable[str] = ()) -> str:
     """The request's path and query for the log, with secrets blanked.
 
     The query is split on ``&`` and ``;``; a parameter whose name, percent- and plus-decoded, contains
-    ``token``, ``secret``, ``password`` or ``key`` in any case has its value replaced, and any of
-    ``secrets`` (the configured secret) is blanked wherever it appears, raw or percent-encoded.
+    ``token``, ``secret``, ``password`` or ``key`` in any case has its value replaced. Any of
+    ``secrets`` (the configured secret) is blanked wherever it appears: raw, and in any name, value
+    or path segment that holds it once percent- or plus-decoded, however often it was encoded (up to
+    ``_DECODE_ROUNDS`` times: ``%2B``, ``%2b``, ``%252B``).
     """
-    path = scope.get("path", "")
+    wanted = {form for secret in secrets if secret for form in (secret, unquote(secret))}
+    path = scope.get("path", "")  # already percent-decoded once by the server
+    if wanted:
+        path = "/".join(REDACTED if _holds(segment, wanted) else segment for segment in path.split("/"))
     query = scope.get("query_string", b"").decode("latin-1")
-    target = path + "?" + _redacted_query(query) if query else path
-    for secret in secrets:
-        if secret:
-            for form in {secret, unquote(secret)}:
-                target = target.replace(form, REDACTED)
+    target = path + "?" + _redacted_query(query, wanted) if query else path
+    for form in sorted(wanted, key=len, reverse=True):
+        target = target.replace(form, REDACTED)
     return target
 
 
-def _redacted_query(query: str) -> str:
+_DECODE_ROUNDS = 8
+
+
+def _decodings(text: str) -> set[str]:
+    """``text`` and its forms percent-decoded (and plus-decoded) again and again, up to a bound."""
+    forms = {text}
+    for decode in (unquote, unquote_plus):
+        form = text
+        for _ in range(_DECODE_ROUNDS):
+            decoded = decode(form)
+            if decoded == form:
+                break
+            forms.add(decoded)
+            form = decoded
+    return forms
+
+
+def _holds(text: str, wanted: Collection[str]) -> bool:
+    return any(secret in form for form in _decodings(text) for secret in wanted)
+
+
+def _redacted_query(query: str, wanted: Collection[str] = ()) -> str:
     pieces = re.split(r"([&;])", query)
     for index in range(0, len(pieces), 2):
-        name, sep, _ = pieces[index].partition("=")
-        if _SECRET_NAME.search(unquote_plus(unquote_plus(name))):
+        name, sep, value = pieces[index].partition("=")
+        if _holds(name, wanted):
+            pieces[index] = REDACTED
+        elif any(_SECRET_NAME.search(form) for form in _decodings(name)) or _holds(value, wanted):
             pieces[index] = f"{name}{sep or '='}{REDACTED}"
     return "".join(pieces)
 
@@ -621,6 +732,15 @@ class RequestLog:
         )
 
 
+def _every_method(path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Route:
+    """A route that every method (TRACE, CONNECT, any token) reaches, so its guard answers the ones it
+    does not allow with its own 405 and Allow header. Starlette would answer them itself, naming every
+    routed method in Allow; a function endpoint's ``methods=None`` means GET only, hence None after."""
+    route = Route(path, endpoint)
+    route.methods = None
+    return route
+
+
 def create_app(
     settings: TriggerSettings | None = None,
     dagster: DagsterApi | None = None,
@@ -632,9 +752,8 @@ def create_app(
     service = TriggerService(settings, dagster, claims_factory or IdempotencyClaims.from_env)
     app = Starlette(
         routes=[
-            # Every method reaches the guard, which allows only the ones named (Starlette adds HEAD to GET).
-            Route(UPDATE_PATH, _guarded(service.update, ("GET", "POST")), methods=ROUTED_METHODS),
-            Route(STATUS_PATH, _guarded(service.status, ("GET",)), methods=ROUTED_METHODS),
+            _every_method(UPDATE_PATH, _guarded(service.update, ("GET", "POST"))),
+            _every_method(STATUS_PATH, _guarded(service.status, ("GET",))),
         ],
         exception_handlers={HTTPException: _http_exception},
     )

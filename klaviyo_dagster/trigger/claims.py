@@ -3,8 +3,10 @@
 A live call first inserts a row for (account, idempotency key) with ``insert ... on conflict do
 nothing``: the one request whose insert lands launches; every other request reads the row. The row
 holds the request's parameters (and their fingerprint), the claim's token and, once launched, the
-run id. A failed launch deletes its claim; a finished run's claim is taken over (compare-and-set on
-the token and run id) by the next request with the key. Postgres: the table
+run id. A failed launch deletes its claim; a successful one never does, even when recording its run
+id fails (the next request with the key finds the run in Dagster by its tags and records it); a
+finished run's claim is taken over (compare-and-set on the token and run id) by the next request
+with the key. Postgres: the table
 ``klaviyo_dagster.trigger_idempotency`` (``supabase/migrations/*_trigger_idempotency.sql``); the local
 store's SQLite file gets its table on first use.
 """
@@ -140,11 +142,14 @@ class IdempotencyClaims:
         return token if count == 1 else None
 
     def record(self, account_id: str, key: str, token: str, run_id: str) -> bool:
-        """Stores the launched run's id on our claim; False when the claim was taken over meanwhile."""
+        """Stores the launched run's id on the claim ``token``; False when the claim was taken over
+        meanwhile. Recording the same run again is True: a request that found the run in Dagster (its
+        claimer could not record it) may have recorded it first."""
         count, _ = self._run(
             f"update {self._table} set run_id = ?, updated_at = ? "  # noqa: S608  # only the constant table name is interpolated  # nosec B608
-            "where account_id = ? and idempotency_key = ? and claim_token = ? and run_id is null",
-            (run_id, self._stamp(), account_id, key, token),
+            "where account_id = ? and idempotency_key = ? and claim_token = ? "
+            "and (run_id is null or run_id = ?)",
+            (run_id, self._stamp(), account_id, key, token, run_id),
         )
         return count == 1
 

@@ -47,6 +47,12 @@ OPTION_PARAMETERS: dict[str, tuple[str, ...]] = {
     "conversion_metric_id": ("conversionMetricId",),
 }
 NESTED_GROUPS = ("flow", "audience", "campaign")
+# Every name a JSON body may hold (flattened): anything else is a 400 naming it (a typo such as
+# "dayz" would otherwise be ignored and the default used).
+BODY_PARAMETERS = frozenset(
+    {"mode", "accountId", "start", "end", *KEY_PARAMETERS}
+    | {name for names in OPTION_PARAMETERS.values() for name in names}
+)
 
 
 class BadRequest(Exception):
@@ -83,7 +89,11 @@ class TriggerRequest:
 
 
 def flatten_body(body: Any) -> dict[str, Any]:
-    """A POST body as flat parameters: ``{"flow": {"limitFlows": 5}}`` → ``{"flow.limitFlows": 5}``."""
+    """A POST body as flat parameters: ``{"flow": {"limitFlows": 5}}`` → ``{"flow.limitFlows": 5}``.
+
+    BadRequest naming the parameter when a name is given both nested and dotted, or is not one of
+    ``BODY_PARAMETERS``.
+    """
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object", "body")
     flat: dict[str, Any] = {}
@@ -93,45 +103,70 @@ def flatten_body(body: Any) -> dict[str, Any]:
                 continue
             if not isinstance(value, dict):
                 raise BadRequest(f"{name} must be an object", name)
-            flat.update({f"{name}.{sub}": sub_value for sub, sub_value in value.items()})
+            pairs = [(f"{name}.{sub}", sub_value) for sub, sub_value in value.items()]
         else:
-            flat[name] = value
+            pairs = [(name, value)]
+        for flat_name, flat_value in pairs:
+            if flat_name in flat:  # {"flow": {"limitFlows": 5}, "flow.limitFlows": 7}: which one?
+                group, _, sub = flat_name.partition(".")
+                raise BadRequest(
+                    f"{flat_name} is given twice (as {group}: {{{sub}: ...}} and as {flat_name})", flat_name
+                )
+            flat[flat_name] = flat_value
+    unknown = sorted(name for name in flat if name not in BODY_PARAMETERS)
+    if unknown:
+        raise BadRequest(
+            f"{unknown[0]} is not a parameter; the accepted ones are {', '.join(sorted(BODY_PARAMETERS))}",
+            unknown[0],
+            details={"unknown": unknown, "accepted": sorted(BODY_PARAMETERS)},
+        )
     return flat
 
 
 def load_json(raw: bytes, max_depth: int) -> Any:
-    """A POST body parsed as JSON: BadRequest when it is not JSON, nests deeper than ``max_depth``,
-    repeats a name in an object, or uses NaN/Infinity."""
-    if not raw.strip():
+    """A POST body parsed as JSON: BadRequest when it is not UTF-8 JSON, nests deeper than
+    ``max_depth``, repeats a name in an object, or uses NaN/Infinity.
+
+    The body is decoded as UTF-8 (a UTF-8 BOM allowed) before anything else, so the depth scan and
+    the parser read the same characters: ``json.loads`` would guess UTF-16 or UTF-32 from bytes,
+    which a scan of bytes misreads (in UTF-16, U+2200 is the bytes of a NUL and a quote).
+    """
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise BadRequest("The body must be JSON encoded in UTF-8", "body") from None
+    if "\x00" in text:  # UTF-16 or UTF-32 text of ASCII characters decodes as UTF-8 with NULs
+        raise BadRequest("The body must be JSON encoded in UTF-8", "body")
+    if not text.strip():
         return {}
-    if _depth(raw) > max_depth:
+    if _depth(text) > max_depth:
         raise BadRequest(f"The body is nested too deeply: at most {max_depth} levels", "body")
     try:
-        return json.loads(raw, object_pairs_hook=_unique_names, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=_unique_names, parse_constant=_no_constant)
     except BadRequest:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("The body is not valid JSON", "body") from None
 
 
-def _depth(raw: bytes) -> int:
-    """The deepest nesting of arrays and objects in ``raw`` (brackets inside strings not counted)."""
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text`` (brackets inside strings not counted)."""
     depth = deepest = 0
     in_string = escaped = False
-    for byte in raw:
+    for char in text:
         if in_string:
             if escaped:
                 escaped = False
-            elif byte == 0x5C:  # backslash
+            elif char == "\\":
                 escaped = True
-            elif byte == 0x22:  # quote
+            elif char == '"':
                 in_string = False
-        elif byte == 0x22:
+        elif char == '"':
             in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
+        elif char in "[{":
             depth += 1
             deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):  # ] }
+        elif char in "]}":
             depth -= 1
     return deepest
 

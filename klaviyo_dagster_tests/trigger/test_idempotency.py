@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -16,9 +17,10 @@ import psycopg
 import pytest
 
 from klaviyo_dagster.producers.options import SyncOptions
+from klaviyo_dagster.redaction import DatabaseConnectionError
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster.trigger import TriggerSettings
-from klaviyo_dagster.trigger.app import UPDATE_PATH, _claim_parameters
+from klaviyo_dagster.trigger.app import PARAMETERS_TAG, UPDATE_PATH, _claim_parameters
 from klaviyo_dagster.trigger.claims import POSTGRES_TABLE, IdempotencyClaims
 from klaviyo_dagster.trigger.dagster_api import DagsterRefused, DagsterUnavailable
 from klaviyo_dagster.trigger.request import TriggerRequest
@@ -106,6 +108,100 @@ def test_a_launch_in_progress_elsewhere_is_waited_for_then_an_abandoned_one_take
     taken = serve(settings, fake_dagster).post(UPDATE_PATH, json=LIVE, headers=key_headers("k-abandoned"))
     assert taken.status_code == 202, taken.text
     assert len(fake_dagster.launches) == 1
+
+
+# --- a launch whose run id cannot be recorded -----------------------------------------------------------
+
+
+class UnrecordedClaims(IdempotencyClaims):
+    """Claims whose ``record`` fails while ``failures`` holds entries (the database gone right after
+    the launch); every ``release`` is noted in ``released``."""
+
+    def __init__(self, inner: IdempotencyClaims, failures: list[str], released: list[str]) -> None:
+        super().__init__(inner._dialect)
+        self._failures = failures
+        self._released = released
+
+    def record(self, account_id: str, key: str, token: str, run_id: str) -> bool:
+        if self._failures:
+            self._failures.pop()
+            raise DatabaseConnectionError("Could not connect to the database in SUPABASE_DB_URL (test)")
+        return super().record(account_id, key, token, run_id)
+
+    def release(self, account_id: str, key: str, token: str) -> None:
+        self._released.append(key)
+        super().release(account_id, key, token)
+
+
+def test_a_launched_run_is_answered_and_kept_when_recording_its_id_fails(
+    shared_database, serve_guarded, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, logger="klaviyo_dagster.trigger")
+    dagster, failures, released = FakeDagster(), ["once"], []
+
+    def factory() -> IdempotencyClaims:
+        return UnrecordedClaims(IdempotencyClaims.from_env(), failures, released)
+
+    client = serve_guarded(TriggerSettings.from_env(), dagster, factory)[1]
+    first = client.post(UPDATE_PATH, json=LIVE, headers=key_headers("k-unrecorded"))
+
+    assert first.status_code == 202, first.text  # not 503: the run was launched
+    run_id = first.json()["runId"]
+    assert run_id in dagster.runs and "repeated" not in first.json()
+    assert "could not record it" in caplog.text and run_id in caplog.text
+    claim = IdempotencyClaims.from_env().read(ACCOUNT_ID, "k-unrecorded")
+    assert claim is not None and claim.run_id is None  # kept, never released
+    assert released == []
+
+    # Other parameters while the run id is unrecorded: the run is found by its tags, and compared.
+    other = client.post(UPDATE_PATH, json={**LIVE, "days": 3}, headers=key_headers("k-unrecorded"))
+    body = assert_json_error(other, 409)
+    assert body["details"] == {"days": {"previous": 7, "now": 3}} and body["runId"] == run_id
+
+    # The same parameters: the same run at once (no 409 "Launch in progress"), and now recorded.
+    again = client.post(UPDATE_PATH, json=LIVE, headers=key_headers("k-unrecorded"))
+    assert again.status_code == 202, again.text
+    assert again.json()["runId"] == run_id and again.json()["repeated"] is True
+    claim = IdempotencyClaims.from_env().read(ACCOUNT_ID, "k-unrecorded")
+    assert claim is not None and claim.run_id == run_id
+    assert len(dagster.launches) == 1 and released == []
+
+
+def test_the_claimer_may_record_a_run_another_request_recorded_first(trigger_env) -> None:
+    claims = IdempotencyClaims.from_env()
+    token = claims.insert(ACCOUNT_ID, "k-twice", {"end": DAY})
+    assert token is not None
+    assert claims.record(ACCOUNT_ID, "k-twice", token, "run-1")
+    assert claims.record(ACCOUNT_ID, "k-twice", token, "run-1")  # the same run: still ours
+    assert not claims.record(ACCOUNT_ID, "k-twice", token, "run-2")
+
+
+def _parameters(**options: Any) -> dict[str, Any]:
+    request = TriggerRequest("live", ACCOUNT_ID, SyncOptions(mode="live", **options), date(2026, 3, 9), "k")
+    return _claim_parameters(request)
+
+
+def test_a_run_found_in_dagster_under_a_new_claim_is_compared_too(trigger, fake_dagster) -> None:
+    # The key's run is in Dagster but its claim is gone (released by an older trigger, or never made).
+    tags = {
+        "dagster/partition": f"{ACCOUNT_ID}|{DAY}",
+        "dagster/partition/account": ACCOUNT_ID,
+        "dagster/partition/date": DAY,
+        "klaviyo/account": ACCOUNT_ID,
+        "klaviyo/idempotency-key": "k-found",
+        PARAMETERS_TAG: json.dumps(_parameters(days=3)),
+    }
+    run_id = fake_dagster.launch("klaviyo_ingest", {}, tags)
+
+    other = trigger.post(UPDATE_PATH, json=LIVE, headers=key_headers("k-found"))
+    body = assert_json_error(other, 409)
+    assert body["details"] == {"days": {"previous": 3, "now": 7}} and body["runId"] == run_id
+    assert IdempotencyClaims.from_env().read(ACCOUNT_ID, "k-found") is None  # nothing launched: given back
+
+    same = trigger.post(UPDATE_PATH, json={**LIVE, "days": 3}, headers=key_headers("k-found"))
+    assert same.status_code == 202, same.text
+    assert same.json()["runId"] == run_id and same.json()["repeated"] is True
+    assert len(fake_dagster.launches) == 1  # the test's own
 
 
 # --- two processes racing -----------------------------------------------------------------------------

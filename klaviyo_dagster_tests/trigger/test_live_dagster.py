@@ -6,6 +6,7 @@ coordinator and no daemon, a launched run stays queued, so repeats can be checke
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -118,7 +119,12 @@ def test_a_live_call_queues_one_run_in_dagster(dagster_webserver, serve) -> None
     }
     run = dagster.run(launched["runId"])
     assert run is not None
-    assert {k: v for k, v in run.tags.items() if k.startswith(("dagster/partition", "klaviyo/"))} == {
+    assert json.loads(run.tags["klaviyo/trigger-parameters"])["end"] == "2026-03-09"
+    assert {
+        k: v
+        for k, v in run.tags.items()
+        if k.startswith(("dagster/partition", "klaviyo/")) and k != "klaviyo/trigger-parameters"
+    } == {
         "dagster/partition": f"{ACCOUNT_ID}|2026-03-09",
         "dagster/partition/account": ACCOUNT_ID,
         "dagster/partition/date": "2026-03-09",
