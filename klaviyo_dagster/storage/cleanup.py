@@ -16,7 +16,12 @@ account ``A``, with ``cutoff = now - retention_days``:
   kind the dashboard reads) with the latest partition date (``metadata.partition_date``; for a
   snapshot without one, the UTC date of its ``created_at``), ties broken by the later
   ``created_at``. Also kept: an upload that a snapshot of *another* account references (deleting the
-  row would null that snapshot's ``upload_id``: another account's data).
+  row would null that snapshot's ``upload_id``: another account's data). Never removed either: an
+  upload whose snapshot is mid-publish or waits for a republish (``metadata.publishing`` /
+  ``needs_republish``), which also counts for "the account's newest snapshot" (a republish takes the
+  snapshot out of ``ready`` for a while; the newest ``ready`` one is kept too), and an upload whose
+  publish lock is held: cleanup try-locks it and holds it from the mark to the deleted rows, so a
+  publish of the partition waits, and a busy upload is skipped (``skipped``).
 * **Storage is checked first** (``../shared/contracts/supabase.md``: a missing bucket, or a key
   limited by row-level security, answers ``200 []`` to listing *and* removing, so "an empty listing
   is not proof that a folder is empty"). Before anything is removed, a probe writes a marker object
@@ -28,11 +33,12 @@ account ``A``, with ``cutoff = now - retention_days``:
   its only write, and it is removed at once), so it reports what a real run would do.
 * **Deleting an old upload** — its objects (everything under ``{upload_id}/``, sub-folders such as
   the per-run staging folders included) first, then its rows. Before removing, the upload row is
-  marked (``uploads.error = 'retention cleanup: objects removed'``, ``updated_at``), after removing,
+  marked (``uploads.error = 'retention cleanup: objects removed from {bucket}'``, ``updated_at``), after removing,
   the folder is listed again and the removed keys must be gone. An old ingest upload whose folder
   lists **no** object (it should hold three files) is **suspicious**: its rows are kept and it is
-  reported in ``suspicious`` — unless the row carries that mark (a previous cleanup removed the
-  objects and died before deleting the rows), which is what the mark is for. Then, in one
+  reported in ``suspicious`` — unless the row carries that mark for **this** bucket (a previous
+  cleanup removed the objects from it and died before deleting the rows), which is what the mark is
+  for; the mark names the bucket (:func:`cleanup_mark`), and a republish clears it. Then, in one
   transaction, its snapshots' derived rows, its snapshots and the upload row, every statement scoped
   by ``account_id``. Derived rows are deleted explicitly
   rather than left to ``on delete cascade``: the dashboard's existing tables predate our migrations.
@@ -72,7 +78,14 @@ from typing import Any
 
 from klaviyo_dagster.storage.objects import KnowsModifiedTimes, ObjectStore
 from klaviyo_dagster.storage.store import IngestStore
-from klaviyo_dagster.storage.tables import SNAPSHOT_LABEL, IngestTables, SqliteDialect
+from klaviyo_dagster.storage.tables import (
+    CLEANUP_MARK_PREFIX,
+    NEEDS_REPUBLISH,
+    SNAPSHOT_LABEL,
+    IngestTables,
+    PublishLock,
+    SqliteDialect,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +93,15 @@ DEFAULT_RETENTION_DAYS = 30
 DEFAULT_STAGING_MAX_AGE = timedelta(hours=24)
 PROBE_FOLDER = ".cleanup-probe"
 PROBE_DATA = b"klaviyo-dagster cleanup probe: safe to delete\n"
-CLEANUP_MARK = "retention cleanup: objects removed"
+CLEANUP_MARK = f"{CLEANUP_MARK_PREFIX} objects removed"  # + " from <bucket>": see cleanup_mark()
 STAGING_FOLDER = ".staging"  # {uploadId}/.staging/{runId}/{name}
 STAGING_PREFIX = ".staging."  # {uploadId}/.staging.{name} (the earlier style)
 MAX_FOLDER_DEPTH = 4  # {uploadId}/.staging/{runId}/{name} is three levels down
+
+
+def cleanup_mark(objects: ObjectStore) -> str:
+    """The ``uploads.error`` mark for the bucket ``objects`` writes to: trusted only for that bucket."""
+    return f"{CLEANUP_MARK} from {objects.describe()}"
 
 
 @dataclass(frozen=True)
@@ -96,7 +114,7 @@ class AccountCleanup:
     snapshots: int  # snapshot rows deleted
     expired_preauth: list[str]  # preauth uploads set to 'expired'
     kept_newest: str | None = None  # the upload of the newest snapshot, kept whatever its age
-    skipped: list[str] = field(default_factory=list)  # rewritten by a run meanwhile: rows kept
+    skipped: list[str] = field(default_factory=list)  # rewritten or being published meanwhile: kept
     error: str | None = None  # why this account's cleanup stopped early
     # Old ingest uploads whose folder listed no object: rows kept (upload id -> why).
     suspicious: dict[str, str] = field(default_factory=dict)
@@ -356,28 +374,44 @@ def _folder_keys(
 
 def _clean_account(store: IngestStore, sql: _Sql, account_id: str, window: _Window) -> AccountCleanup:
     kept_newest = sql.newest_snapshot_upload(account_id)
-    old = [u for u in sql.old_ingest_uploads(account_id, window.cutoff) if u.upload_id != kept_newest]
+    kept = {kept_newest, sql.newest_snapshot_upload(account_id, ready_only=True)}
+    mark = cleanup_mark(store.objects)
+    old = [u for u in sql.old_ingest_uploads(account_id, window.cutoff, mark) if u.upload_id not in kept]
     cleared: list[_OldUpload] = []
     objects: list[str] = []
     skipped: list[str] = []
     suspicious: dict[str, str] = {}
     error: str | None = None
+    deleted: list[str] = []
+    snapshots = 0
     for upload in old if window.storage_ok else []:  # objects first: rows only of emptied folders
-        try:
-            outcome = _clear_upload(store.objects, sql, account_id, upload, window.dry_run)
-        except Exception as exc:  # storage (or key validation): keep the rows, report, go on
-            error = f"removing the objects of upload {upload.upload_id} failed: {exc}"
-            log.warning("Cleanup of account %s stopped: %s", account_id, error)
-            break
-        if outcome == _REWRITTEN:
-            skipped.append(upload.upload_id)
-            continue
-        if isinstance(outcome, str):
-            suspicious[upload.upload_id] = outcome
-            continue
-        marked, keys = outcome
-        objects.extend(keys)
-        cleared.append(marked)
+        # The upload's publish lock, held from the mark to the deleted rows: a publish of the
+        # partition waits for it, and an upload being published now is skipped (next night decides).
+        with store.tables.try_publish_lock(upload.upload_id) as lock:
+            if lock is None or sql.in_flight(account_id, upload.upload_id):
+                skipped.append(upload.upload_id)
+                continue
+            try:
+                outcome = _clear_upload(store.objects, sql, account_id, upload, window.dry_run, lock, mark)
+            except Exception as exc:  # storage (or key validation): keep the rows, report, go on
+                error = f"removing the objects of upload {upload.upload_id} failed: {exc}"
+                log.warning("Cleanup of account %s stopped: %s", account_id, error)
+                break
+            if outcome == _REWRITTEN:
+                skipped.append(upload.upload_id)
+                continue
+            if isinstance(outcome, str):
+                suspicious[upload.upload_id] = outcome
+                continue
+            marked, keys = outcome
+            objects.extend(keys)
+            cleared.append(marked)
+            if not window.dry_run:
+                lock.ensure_held()
+                gone, also_skipped, count = sql.delete_uploads(account_id, [marked])
+                deleted += gone
+                skipped += also_skipped
+                snapshots += count
 
     staging: list[str] = []
     if window.storage_ok and error is None:
@@ -389,8 +423,6 @@ def _clean_account(store: IngestStore, sql: _Sql, account_id: str, window: _Wind
         snapshots = sum(u.snapshots for u in cleared)
         expired = sql.stale_preauth(account_id, window.now)
     else:
-        deleted, also_skipped, snapshots = sql.delete_uploads(account_id, cleared)
-        skipped += also_skipped
         expired = sql.expire_preauth(account_id, window.now)
     return AccountCleanup(
         account_id=account_id,
@@ -410,13 +442,22 @@ _REWRITTEN = "rewritten by a run meanwhile"
 
 
 def _clear_upload(
-    objects: ObjectStore, sql: _Sql, account_id: str, upload: _OldUpload, dry_run: bool
+    objects: ObjectStore,
+    sql: _Sql,
+    account_id: str,
+    upload: _OldUpload,
+    dry_run: bool,
+    lock: PublishLock,
+    mark: str,
 ) -> tuple[_OldUpload, list[str]] | str:
     """Removes an old upload's objects: (the upload as now marked, the keys removed), or why its rows
-    must be kept (:data:`_REWRITTEN`, or why the folder is suspicious)."""
+    must be kept (:data:`_REWRITTEN`, or why the folder is suspicious). Called holding the upload's
+    publish lock; checks it is still held before removing anything."""
     keys = sorted(_folder_keys(objects, upload.upload_id))
     if not keys:
-        if upload.marked:  # a previous cleanup removed them, then died before deleting the rows
+        # A previous cleanup removed them from this very bucket, then died before deleting the rows.
+        # A mark for another bucket (or a mark a republish cleared) proves nothing here.
+        if upload.marked:
             return upload, []
         return (
             "its folder lists no object, though an ingest upload holds three files: a wrong bucket, "
@@ -424,9 +465,10 @@ def _clear_upload(
         )
     if dry_run:
         return upload, keys
-    marked = sql.mark_clearing(account_id, upload)
+    marked = sql.mark_clearing(account_id, upload, mark)
     if marked is None:
         return _REWRITTEN
+    lock.ensure_held()
     objects.remove(keys)
     left = set(keys) & set(_folder_keys(objects, upload.upload_id))
     if left and sql.unchanged(account_id, marked):
@@ -507,30 +549,54 @@ class _Sql:
         )
         return [str(row[0]) for row in rows]
 
-    def newest_snapshot_upload(self, account_id: str) -> str | None:
-        """The upload of the account's newest ready snapshot (by partition date, then creation)."""
+    def _in_flight(self, alias: str = "") -> str:
+        """SQL: the snapshot is mid-publish (``metadata.publishing``) or needs a republish."""
+        column = f"{alias}metadata"
+        if self.sqlite:
+            return (
+                f"(json_extract({column}, '$.publishing') is not null "
+                f"or json_extract({column}, '$.{NEEDS_REPUBLISH}') is not null)"
+            )
+        return f"({column}->'publishing' is not null or {column}->'{NEEDS_REPUBLISH}' is not null)"
+
+    def in_flight(self, account_id: str, upload_id: str) -> bool:
+        """A snapshot of the upload is being published (or waits for a republish): keep it."""
+        rows = self.tables._all(
+            f"select 1 from snapshots where upload_id = ? and {self._in_flight()}",  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            (upload_id,),
+        )
+        return bool(rows)
+
+    def newest_snapshot_upload(self, account_id: str, ready_only: bool = False) -> str | None:
+        """The upload of the account's newest snapshot (by partition date, then creation): ready, or
+        being published (a republish takes a ready snapshot out of ``ready`` for a while)."""
         partition = self.tables.dialect.partition_date()
         created_day = (
             "date(created_at)" if self.sqlite else "to_char(created_at at time zone 'UTC', 'YYYY-MM-DD')"
         )
+        shown = "status = 'ready'" if ready_only else f"(status = 'ready' or {self._in_flight()})"
         rows = self.tables._all(
-            f"select upload_id from snapshots where account_id = ? and status = 'ready' "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            f"select upload_id from snapshots where account_id = ? and {shown} "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
             f"order by coalesce({partition}, {created_day}) desc nulls last, "
             f"{self._time('created_at')} desc nulls last, id desc limit 1",
             (account_id,),
         )
         return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
-    def old_ingest_uploads(self, account_id: str, cutoff: datetime) -> list[_OldUpload]:
+    def old_ingest_uploads(self, account_id: str, cutoff: datetime, mark: str) -> list[_OldUpload]:
+        """Old ingest uploads of the account, none of whose snapshots is being published; ``marked``
+        when ``uploads.error`` is ``mark`` (a cleanup removed its objects from this bucket)."""
         at, moment = self._at(cutoff)
         rows = self.tables._all(
             "select u.id, u.updated_at, (select count(*) from snapshots s "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
-            "where s.upload_id = u.id and s.account_id = u.account_id), u.error = ? "
+            "where s.upload_id = u.id and s.account_id = u.account_id), "
+            "case when u.error = ? then 1 else 0 end "
             f"from uploads u where u.account_id = ? and {self._time('u.created_at')} < {at} "
             "and exists (select 1 from snapshots s where s.upload_id = u.id "
             "and s.account_id = u.account_id and s.label = ?) "
+            f"and not exists (select 1 from snapshots p where p.upload_id = u.id and {self._in_flight('p.')}) "
             f"and {_NO_FOREIGN_SNAPSHOT} order by {self._time('u.created_at')}, u.id",
-            (CLEANUP_MARK, account_id, moment, SNAPSHOT_LABEL),
+            (mark, account_id, moment, SNAPSHOT_LABEL),
         )
         return [
             _OldUpload(str(id_), updated_at, int(count), bool(marked))
@@ -549,13 +615,14 @@ class _Sql:
     def _same(self) -> str:
         return "is" if self.sqlite else "is not distinct from"
 
-    def mark_clearing(self, account_id: str, upload: _OldUpload) -> _OldUpload | None:
-        """Marks the upload row before its objects go (None: a run rewrote it since the plan)."""
+    def mark_clearing(self, account_id: str, upload: _OldUpload, mark: str) -> _OldUpload | None:
+        """Marks the upload row (``mark`` names the bucket) before its objects go (None: a run
+        rewrote it since the plan)."""
         with self.tables._transaction() as tx:
             row = tx.execute(
                 f"update uploads set error = ?, updated_at = ? where id = ? and account_id = ? "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
                 f"and updated_at {self._same()} ? returning updated_at",
-                (CLEANUP_MARK, self._stamp(), upload.upload_id, account_id, upload.updated_at),
+                (mark, self._stamp(), upload.upload_id, account_id, upload.updated_at),
             ).fetchone()
         return None if row is None else _OldUpload(upload.upload_id, row[0], upload.snapshots, True)
 

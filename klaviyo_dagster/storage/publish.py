@@ -29,6 +29,20 @@ A publish that dies anywhere leaves the snapshot ``error`` (or ``ready`` with al
 run); the next run of the partition runs the whole protocol from its own staged files, which repairs
 it. Every database statement runs under lock and statement timeouts (``Timeouts``).
 
+**A lost lock.** The Postgres lock lives in a session of its own, which can end while the process
+lives (an admin's ``pg_terminate_backend``, a server idle timeout, a dropped network); another run
+may then publish the same folder. The lock session turns the server's idle timeouts off and uses TCP
+keepalives, and before every final-file upload (and before each ``finish_publish``) the publish checks
+on that session that it still holds the lock; if not, it stops before touching another file
+(:class:`PublishInterrupted`). When it had already uploaded a final file, or ``finish_publish`` found
+another run owning the snapshot, it first takes the snapshot out of ``ready`` in a committed step on a
+fresh connection (``abandon_publish``: status ``error``, ``metadata.needs_republish``), and no run
+makes a snapshot ready while that note is set: the next run of the partition clears it and repairs
+the folder. The residual window: a process killed (or whose database is unreachable) after its lock
+session is already gone, with an upload in flight that lands after another run's — nothing is left to
+take the snapshot out of ``ready``. Keep it small: publish over a direct or session-pooler
+connection; Supabase's transaction pooler (port 6543) cannot hold a session advisory lock at all.
+
 Plain Python: nothing here knows Dagster. ``run_id`` is any safe key part (Dagster's run id there).
 """
 
@@ -56,7 +70,7 @@ from klaviyo_dagster.storage.objects import (
     validate_object_key,
 )
 from klaviyo_dagster.storage.store import IngestStore
-from klaviyo_dagster.storage.tables import Timeouts
+from klaviyo_dagster.storage.tables import PublishLock, PublishLockLost, PublishSuperseded, Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +96,11 @@ class StagedFileInvalid(PublishError):
 
 class PublishTimedOut(PublishError):
     """A statement of the publish waited too long for a lock, or ran too long (``Timeouts``)."""
+
+
+class PublishInterrupted(PublishError):
+    """The publish lost its lock, or another run took the snapshot over, mid-publish; if this run had
+    changed a final file, the snapshot was taken out of ``ready`` first (it needs a republish)."""
 
 
 # Tests shorten these; the Dagster layer uses them as they are.
@@ -160,22 +179,77 @@ def publish(
     timeouts = timeouts or DEFAULT_TIMEOUTS
     with tempfile.TemporaryDirectory(prefix="klaviyo-publish-") as folder, _timeouts_named(request):
         checked = check_staged_files(store.objects, request, Path(folder))
-        with store.tables.publish_lock(request.upload_id, timeouts):
+        with store.tables.publish_lock(request.upload_id, timeouts) as lock:
             metrics = None if processor else _metrics(store, request, checked)
+            _held(lock, request, None)
             snapshot_id = store.tables.begin_publish(
                 upload_id=request.upload_id,
                 account_id=request.account_id,
                 run_id=request.run_id,
                 timeouts=timeouts,
             )
-            _promote(store.objects, request.upload_id, checked)
-            metadata = {**request.metadata, "rows": _row_metadata(checked), "dagster_run_id": request.run_id}
-            if processor is not None:
-                _finish(store, snapshot_id, request, metadata, None, ready=False, timeouts=timeouts)
-                processor(snapshot_id)
-            _finish(store, snapshot_id, request, metadata, metrics, ready=True, timeouts=timeouts)
+            touched: list[str] = []  # final files this run has started to upload
+            try:
+                _promote(store.objects, request.upload_id, checked, lock, touched)
+                metadata = {
+                    **request.metadata,
+                    "rows": _row_metadata(checked),
+                    "dagster_run_id": request.run_id,
+                }
+                if processor is not None:
+                    lock.ensure_held()
+                    _finish(store, snapshot_id, request, metadata, None, ready=False, timeouts=timeouts)
+                    processor(snapshot_id)
+                lock.ensure_held()
+                _finish(store, snapshot_id, request, metadata, metrics, ready=True, timeouts=timeouts)
+            except (PublishLockLost, PublishSuperseded) as exc:
+                raise _interrupted(store, request, snapshot_id, touched, exc, timeouts) from None
             removed = _housekeeping(store.objects, request, now() - stale_staging_after, run_finished)
     return Published(snapshot_id, checked.rows, metrics, removed)
+
+
+def _held(lock: PublishLock, request: PublishRequest, snapshot_id: str | None) -> None:
+    """Raises PublishInterrupted unless the publish lock is still held (nothing was changed yet)."""
+    try:
+        lock.ensure_held()
+    except PublishLockLost as exc:
+        raise PublishInterrupted(
+            f"publish of upload {request.upload_id} by run {request.run_id} stopped before changing "
+            f"anything: {exc}; rerun the partition"
+        ) from None
+
+
+def _interrupted(
+    store: IngestStore,
+    request: PublishRequest,
+    snapshot_id: str,
+    touched: list[str],
+    cause: Exception,
+    timeouts: Timeouts,
+) -> PublishInterrupted:
+    """The error for a publish that lost its lock or its snapshot; when this run had changed a final
+    file, the snapshot is first taken out of ``ready`` (committed, on a fresh connection)."""
+    where = f"publish of upload {request.upload_id} by run {request.run_id}"
+    if not touched:
+        return PublishInterrupted(
+            f"{where} stopped before changing a final file: {cause}; rerun the partition"
+        )
+    reason = f"{type(cause).__name__}: {cause}"
+    try:
+        store.tables.abandon_publish(
+            snapshot_id=snapshot_id, run_id=request.run_id, reason=reason, timeouts=timeouts
+        )
+    except Exception as exc:  # the database is unreachable too: say so, the error still stands
+        log.error("%s could not take snapshot %s out of ready: %s", where, snapshot_id, exc)
+        return PublishInterrupted(
+            f"{where} stopped after uploading {', '.join(touched)}: {cause}. Taking snapshot {snapshot_id} "
+            f"out of ready failed too ({type(exc).__name__}: {exc}): its folder may mix two runs' "
+            "files; rerun the partition now"
+        )
+    return PublishInterrupted(
+        f"{where} stopped after uploading {', '.join(touched)}: {cause}. Snapshot {snapshot_id} was "
+        "taken out of ready (metadata.needs_republish): its folder needs a republish; rerun the partition"
+    )
 
 
 @contextmanager
@@ -279,9 +353,15 @@ def _row_metadata(checked: CheckedFiles) -> dict[str, int]:
 # --- 5. move into place, 6. make ready ------------------------------------------------------------------
 
 
-def _promote(objects: ObjectStore, upload_id: str, checked: CheckedFiles) -> None:
-    """Uploads the checked copies over the final keys (upsert), while the snapshot is not ready."""
+def _promote(
+    objects: ObjectStore, upload_id: str, checked: CheckedFiles, lock: PublishLock, touched: list[str]
+) -> None:
+    """Uploads the checked copies over the final keys (upsert), while the snapshot is not ready;
+    checks before each that the publish lock is still held (PublishLockLost), and records in
+    ``touched`` each file it starts to upload."""
     for name in FILE_NAMES:
+        lock.ensure_held()
+        touched.append(name)
         objects.upload(final_key(upload_id, name), checked.paths[name])
 
 

@@ -1,7 +1,9 @@
 """The dashboard's tables: uploads, snapshots and their derived rows, in Postgres or SQLite.
 
 One class, two dialects: Supabase's Postgres through a direct connection string (psycopg, prepared
-statements off so Supabase's transaction pooler works too), and SQLite for the local store. Every
+statements off), and SQLite for the local store. Publishing needs a direct or *session*-pooler
+connection: its per-upload lock is a session advisory lock, which Supabase's *transaction* pooler
+(port 6543) cannot hold (each statement may run on another server session). Every
 write that the dashboard could observe happens in one transaction: a snapshot appears together with
 its derived rows, and a rerun replaces them instead of adding new ones.
 """
@@ -15,7 +17,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -89,6 +91,47 @@ class PublishSuperseded(Exception):
     """The snapshot names another run as publishing it: this run no longer owns the publish."""
 
 
+class PublishLockLost(Exception):
+    """The session holding the upload's publish lock is gone (killed, timed out, network): another
+    publish or cleanup may be working on the same folder now."""
+
+
+# Set on a snapshot's metadata by a run that lost its publish after it had changed a final file: the
+# folder may hold files of two runs. The snapshot is not ready; the next publish of the partition
+# clears it (``begin_publish``), and no run makes the snapshot ready while it is set.
+NEEDS_REPUBLISH = "needs_republish"
+# What a retention cleanup writes into ``uploads.error`` before it removes an upload's objects.
+CLEANUP_MARK_PREFIX = "retention cleanup:"
+
+
+class PublishLock:
+    """A held publish lock; :meth:`ensure_held` raises PublishLockLost when it is no longer held."""
+
+    def __init__(self, upload_id: str, connection: Any = None) -> None:
+        self.upload_id = upload_id
+        self._connection = connection  # Postgres: the lock's own session; SQLite (flock): None
+
+    def ensure_held(self) -> None:
+        """Checks on the lock's own session that it is alive and still holds the advisory lock.
+
+        A ``flock`` cannot be lost while the process lives, so SQLite has nothing to check.
+        """
+        if self._connection is None:
+            return
+        try:
+            held = self._connection.execute(
+                "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid() "
+                "and granted"
+            ).fetchone()[0]
+        except psycopg.Error as exc:
+            raise self._lost(f"its session is gone ({type(exc).__name__})") from None
+        if not held:
+            raise self._lost("its session no longer holds it")
+
+    def _lost(self, why: str) -> PublishLockLost:
+        return PublishLockLost(f"the publish lock of upload {self.upload_id} was lost: {why}")
+
+
 class _Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
 
@@ -127,14 +170,15 @@ class PostgresDialect(Dialect):
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
 
-    def connect(self) -> psycopg.Connection:
+    def connect(self, **options: Any) -> psycopg.Connection:
         """A new connection; a failure is a ``DatabaseConnectionError`` without the DSN's secrets
-        (psycopg quotes an unencoded password: see ``klaviyo_dagster/redaction.py``)."""
+        (psycopg quotes an unencoded password: see ``klaviyo_dagster/redaction.py``). ``options``
+        are further libpq parameters (the lock session's TCP keepalives)."""
         from klaviyo_dagster.redaction import connection_error
 
         try:
             # prepare_threshold=None: no server-side prepared statements, which the pooler cannot route.
-            return psycopg.connect(self._dsn, prepare_threshold=None, connect_timeout=10)
+            return psycopg.connect(self._dsn, prepare_threshold=None, connect_timeout=10, **options)
         except psycopg.Error as exc:
             error = connection_error(exc, self._dsn)
         raise error from None  # outside the handler: neither __cause__ nor __context__ holds the DSN
@@ -163,7 +207,7 @@ class SqliteDialect(Dialect):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         connection.execute("pragma foreign_keys = on")
-        connection.execute("pragma journal_mode = wal")
+        _use_wal(connection)
         return connection
 
     def partition_date(self) -> str:
@@ -171,6 +215,19 @@ class SqliteDialect(Dialect):
 
     def apply_timeouts(self, tx: _Transaction, timeouts: Timeouts) -> None:
         """SQLite locks the whole file: ``begin immediate`` waits up to the busy timeout, set on connect."""
+
+
+def _use_wal(connection: sqlite3.Connection, attempts: int = 60) -> None:
+    """``pragma journal_mode = wal``, retried: two connections switching a new file to WAL at once
+    get "database is locked" at once, without SQLite's busy timeout (seen with two triggers racing)."""
+    for attempt in range(attempts):
+        try:
+            connection.execute("pragma journal_mode = wal")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 class IngestTables:
@@ -234,8 +291,9 @@ class IngestTables:
             tx.execute(
                 "insert into uploads (id, account_id, status, updated_at) values (?, ?, 'bound', ?) "
                 "on conflict (id) do update set account_id = excluded.account_id, status = 'bound', "
-                "updated_at = excluded.updated_at",
-                (upload_id, account_id, now),
+                "updated_at = excluded.updated_at, "
+                "error = case when uploads.error like ? then null else uploads.error end",
+                (upload_id, account_id, now, CLEANUP_MARK_PREFIX + "%"),
             )
             # Only constant dialect SQL is ever interpolated in this module; values are parameters.
             tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
@@ -284,33 +342,73 @@ class IngestTables:
     # --- publishing (storage/publish.py) ---------------------------------------------------------------
 
     @contextmanager
-    def publish_lock(self, upload_id: str, timeouts: Timeouts) -> Iterator[None]:
+    def publish_lock(self, upload_id: str, timeouts: Timeouts) -> Iterator[PublishLock]:
         """Held for a whole publish of ``upload_id``: two publishes of one partition never interleave.
 
         ``contracts/supabase.md``, "Publishing is all or nothing" (two runs of the same partition at
         once). Postgres: a session-level advisory lock on a dedicated connection, so it is released
         when the process dies; SQLite: ``flock`` on a lock file beside the database, released the same
         way. Waits at most ``timeouts.publish_lock_seconds``, then raises PublishLockTimeout.
+
+        A Postgres session can still be lost while the process lives (killed by an admin, a server
+        idle timeout, a dropped network): the lock session turns the server's idle timeouts off and
+        uses TCP keepalives, and the publish calls ``ensure_held()`` on the yielded lock before each
+        change it makes to the folder. Needs a direct or session-pooler connection: Supabase's
+        transaction pooler (port 6543) cannot hold a session advisory lock.
         """
         if isinstance(self.dialect, SqliteDialect):
             with _file_lock(self.dialect.path.parent / "locks" / f"{upload_id}.lock", upload_id, timeouts):
-                yield
+                yield PublishLock(upload_id)
             return
-        with closing(self.dialect.connect()) as connection:
-            connection.autocommit = True
-            tx = _Transaction(connection, self.dialect)
+        with self._lock_session(timeouts.publish_lock_seconds) as tx:
             key = (PUBLISH_LOCK_NAMESPACE + upload_id,)
-            tx.execute(
-                "select set_config('lock_timeout', ?, false)", (_milliseconds(timeouts.publish_lock_seconds),)
-            )
             try:
                 tx.execute("select pg_advisory_lock(hashtextextended(?, 0))", key)
             except psycopg.errors.LockNotAvailable:
                 raise _lock_timeout(upload_id, timeouts) from None
             try:
-                yield
+                yield PublishLock(upload_id, tx)
             finally:
-                tx.execute("select pg_advisory_unlock(hashtextextended(?, 0))", key)
+                _unlock(tx, key)
+
+    @contextmanager
+    def try_publish_lock(self, upload_id: str) -> Iterator[PublishLock | None]:
+        """The upload's publish lock if it is free right now, else None (without waiting).
+
+        Cleanup holds it while it removes an upload's objects and rows, so it never races a publish.
+        """
+        if isinstance(self.dialect, SqliteDialect):
+            path = self.dialect.path.parent / "locks" / f"{upload_id}.lock"
+            with _file_lock(path, upload_id, Timeouts(publish_lock_seconds=0), wait=False) as got:
+                yield PublishLock(upload_id) if got else None
+            return
+        with self._lock_session(Timeouts().lock_seconds) as tx:
+            key = (PUBLISH_LOCK_NAMESPACE + upload_id,)
+            if not tx.execute("select pg_try_advisory_lock(hashtextextended(?, 0))", key).fetchone()[0]:
+                yield None
+                return
+            try:
+                yield PublishLock(upload_id, tx)
+            finally:
+                _unlock(tx, key)
+
+    @contextmanager
+    def _lock_session(self, lock_wait_seconds: float) -> Iterator[_Transaction]:
+        """A dedicated autocommit session for a publish lock: no idle timeouts, TCP keepalives."""
+        assert isinstance(self.dialect, PostgresDialect)  # the caller checked the dialect
+        connection = self.dialect.connect(
+            keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3
+        )
+        with closing(connection):
+            connection.autocommit = True
+            tx = _Transaction(connection, self.dialect)
+            tx.execute("select set_config('lock_timeout', ?, false)", (_milliseconds(lock_wait_seconds),))
+            # The lock lives as long as this session: a server-side idle timeout would end it while
+            # the publish uploads files. (idle_session_timeout is PostgreSQL 14+.)
+            for setting in ("idle_in_transaction_session_timeout", "idle_session_timeout"):
+                with suppress(psycopg.errors.UndefinedObject):
+                    tx.execute("select set_config(?, '0', false)", (setting,))
+            yield tx
 
     def begin_publish(self, *, upload_id: str, account_id: str, run_id: str, timeouts: Timeouts) -> str:
         """Binds the upload and takes its one snapshot out of ``ready`` (status ``error``), committed.
@@ -322,11 +420,13 @@ class IngestTables:
         now = datetime.now(UTC).isoformat()
         marker = {"dagster_run_id": run_id, "started_at": now}
         with _foreign_keys_named(account_id), self._transaction(timeouts) as tx:
+            # A retention cleanup's mark goes: the folder is being rewritten, it is no longer emptied.
             tx.execute(
                 "insert into uploads (id, account_id, status, updated_at) values (?, ?, 'bound', ?) "
                 "on conflict (id) do update set account_id = excluded.account_id, status = 'bound', "
-                "updated_at = excluded.updated_at",
-                (upload_id, account_id, now),
+                "updated_at = excluded.updated_at, "
+                "error = case when uploads.error like ? then null else uploads.error end",
+                (upload_id, account_id, now, CLEANUP_MARK_PREFIX + "%"),
             )
             tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
             found = tx.execute(
@@ -336,6 +436,7 @@ class IngestTables:
             if found:
                 snapshot_id = str(found[0])
                 metadata = {**_metadata(found[1]), "publishing": marker}
+                metadata.pop(NEEDS_REPUBLISH, None)  # this run rewrites all three files
                 tx.execute(
                     f"update snapshots set account_id = ?, label = ?, status = 'error', metadata = {self.dialect.json_param} "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
                     "where id = ?",
@@ -376,12 +477,34 @@ class IngestTables:
                     f"snapshot {snapshot_id} is no longer being published by run {run_id}: another run "
                     "took over the partition; rerun it"
                 )
+            if ready and _metadata(row[0]).get(NEEDS_REPUBLISH):
+                raise PublishSuperseded(
+                    f"snapshot {snapshot_id}: a run that lost its publish lock changed files of the "
+                    f"folder while run {run_id} published it; the folder needs a republish: rerun the partition"
+                )
             if metrics is not None:
                 self._replace_derived(tx, snapshot_id, metrics)
             stored = metadata if ready else {**metadata, "publishing": publishing}
             tx.execute(
                 f"update snapshots set status = ?, metadata = {self.dialect.json_param} where id = ?",  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
                 ("ready" if ready else "error", json.dumps(stored, sort_keys=True), snapshot_id),
+            )
+
+    def abandon_publish(self, *, snapshot_id: str, run_id: str, reason: str, timeouts: Timeouts) -> None:
+        """Takes the snapshot out of ``ready`` (status ``error``), committed on a fresh connection, with
+        ``metadata.needs_republish`` saying why: a run that lost its publish changed final files, so the
+        folder may mix two runs' files. ``publishing`` stays as it is; the next publish clears the note.
+        """
+        note = {"by_run": run_id, "reason": reason, "at": datetime.now(UTC).isoformat()}
+        with self._transaction(timeouts) as tx:
+            query = f"select metadata from snapshots where id = ?{self.dialect.lock_upload}"  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            row = tx.execute(query, (snapshot_id,)).fetchone()
+            if row is None:
+                return
+            metadata = {**_metadata(row[0]), NEEDS_REPUBLISH: note}
+            tx.execute(
+                f"update snapshots set status = 'error', metadata = {self.dialect.json_param} where id = ?",  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                (json.dumps(metadata, sort_keys=True), snapshot_id),
             )
 
     # --- reads -------------------------------------------------------------------------------------
@@ -603,8 +726,9 @@ def _lock_timeout(upload_id: str, timeouts: Timeouts) -> PublishLockTimeout:
 
 
 @contextmanager
-def _file_lock(path: Path, upload_id: str, timeouts: Timeouts) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``, polled until ``timeouts.publish_lock_seconds``.
+def _file_lock(path: Path, upload_id: str, timeouts: Timeouts, wait: bool = True) -> Iterator[bool]:
+    """An exclusive ``flock`` on ``path``, polled until ``timeouts.publish_lock_seconds``; with
+    ``wait=False`` tried once, yielding whether it was taken.
 
     Held per open file, so two threads of one process exclude each other too; the kernel releases it
     when the process dies.
@@ -617,13 +741,22 @@ def _file_lock(path: Path, upload_id: str, timeouts: Timeouts) -> Iterator[None]
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
                 if time.monotonic() >= deadline:
                     raise _lock_timeout(upload_id, timeouts) from None
                 time.sleep(0.02)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _unlock(tx: _Transaction, key: tuple[str]) -> None:
+    """Releases a session advisory lock; a session already gone released it with itself."""
+    with suppress(psycopg.Error):
+        tx.execute("select pg_advisory_unlock(hashtextextended(?, 0))", key)
 
 
 def _as_date(value: Any) -> date:

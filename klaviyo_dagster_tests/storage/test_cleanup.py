@@ -36,6 +36,7 @@ from klaviyo_dagster.storage.cleanup import (
     PROBE_FOLDER,
     CleanupError,
     CleanupReport,
+    cleanup_mark,
     plan_cleanup,
     run_cleanup,
 )
@@ -622,9 +623,12 @@ def test_a_cleanup_that_died_between_objects_and_rows_is_finished_by_the_next(
         patched.setattr(cleanup._Sql, "delete_uploads", lost_connection)
         with pytest.raises(ConnectionError):
             run_cleanup(backend.store(), now=NOW)
-    assert not set(objects_of(world.a_old1, world.a_old2)) & backend.keys()  # objects gone, rows left
-    marks = backend.rows("select error from uploads where id in (?, ?)", (world.a_old1, world.a_old2))
-    assert marks == [(CLEANUP_MARK,), (CLEANUP_MARK,)]
+    # Rows go per upload, under its publish lock: the first upload's objects are gone, its rows left.
+    assert not set(objects_of(world.a_old1)) & backend.keys()
+    assert set(objects_of(world.a_old2)) <= backend.keys()
+    marks = backend.rows("select error from uploads where id = ?", (world.a_old1,))
+    assert marks == [(cleanup_mark(backend.objects),)]
+    assert marks[0][0].startswith(CLEANUP_MARK) and backend.objects.describe() in marks[0][0]
 
     report = run_cleanup(backend.store(), now=NOW)
     assert report.account(A).uploads == [world.a_old1, world.a_old2] and report.account(A).suspicious == {}
@@ -685,3 +689,45 @@ def test_orphaned_staging_objects_of_kept_uploads_are_removed_when_old(
 def test_staging_max_age_must_be_positive(backend: Backend) -> None:
     with pytest.raises(ValueError, match="staging_max_age"):
         run_cleanup(backend.store(), now=NOW, staging_max_age=timedelta(0))
+
+
+# --- the mark is trusted only for its bucket ---------------------------------------------------------
+
+
+def test_a_mark_left_by_a_failed_night_proves_nothing_for_another_bucket(
+    backend: Backend, world: World, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Night 1 marks an old upload and its remove fails; night 2 runs against another bucket that
+    exists but is empty (a typo'd DATA_INGEST_BUCKET): the empty listing plus the stale mark must
+    not delete the rows (``contracts/supabase.md``: an empty listing is no proof)."""
+
+    def failing_remove(number: int, keys: Sequence[str], inner: ObjectStore) -> None:
+        backend.outage(keys)
+
+    with pytest.raises(CleanupError):
+        run_cleanup(backend.store(HookedObjects(backend.objects, failing_remove)), now=NOW)
+    marks = backend.rows("select error from uploads where id = ?", (world.a_old1,))
+    assert marks == [(cleanup_mark(backend.objects),)]
+    before = backend.state()
+
+    if backend.name == "postgres+supabase":
+        double = request.getfixturevalue("supabase_double")
+        with double.state.lock:
+            double.state.buckets["other-bucket"] = {}
+        other: ObjectStore = request.getfixturevalue("supabase_store_factory")(bucket="other-bucket")
+    else:
+        other = LocalObjectStore(tmp_path / "other", "other-bucket")
+    try:
+        report = run_cleanup(backend.store(other), now=NOW)
+    finally:
+        if backend.name == "postgres+supabase":
+            with double.state.lock:
+                double.state.buckets.pop("other-bucket", None)
+    a = report.account(A)
+    assert a.uploads == [] and world.a_old1 in a.suspicious
+    assert backend.state()["uploads"] == before["uploads"]
+    assert backend.state()["snapshots"] == before["snapshots"]
+
+    # The right bucket again: the objects are there, so the upload goes as usual.
+    report = run_cleanup(backend.store(), now=NOW)
+    assert world.a_old1 in report.account(A).uploads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from klaviyo_dagster.processing.metrics import SeriesPoint, SnapshotMetrics
 from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.tables import IngestTables, MissingTable, UnknownAccount
+from klaviyo_dagster.storage.tables import IngestTables, MissingTable, SqliteDialect, UnknownAccount
 
 ACCOUNT = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 OTHER_ACCOUNT = "6c1d8b4f-3a5e-4d2b-8f9c-2e3d4c5b6a71"
@@ -170,3 +171,28 @@ def test_an_unmigrated_database_names_the_fix(clean_postgres) -> None:
     finally:
         tables.migrate()
     assert tables.account_timezones() == {}
+
+
+def test_two_processes_opening_a_new_local_database_at_once_both_succeed(tmp_path) -> None:
+    """Switching a new SQLite file to WAL from two connections at once answers "database is locked"
+    without waiting (6 times in 200 before the retry): two trigger processes met it on first use."""
+    failures: list[BaseException] = []
+
+    def open_and_write(path: Path, barrier: threading.Barrier) -> None:
+        barrier.wait()
+        try:
+            with closing(SqliteDialect(path).connect()) as connection:
+                connection.execute("create table if not exists t (k text primary key)")
+        except BaseException as exc:  # collected for the assertion below
+            failures.append(exc)
+
+    for trial in range(200):
+        barrier = threading.Barrier(2)
+        path = tmp_path / f"ingest-{trial}.sqlite"
+        threads = [threading.Thread(target=open_and_write, args=(path, barrier)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert failures == []
