@@ -288,15 +288,7 @@ class IngestTables:
         """
         now = datetime.now(UTC).isoformat()
         with _foreign_keys_named(account_id), self._transaction() as tx:
-            tx.execute(
-                "insert into uploads (id, account_id, status, updated_at) values (?, ?, 'bound', ?) "
-                "on conflict (id) do update set account_id = excluded.account_id, status = 'bound', "
-                "updated_at = excluded.updated_at, "
-                "error = case when uploads.error like ? then null else uploads.error end",
-                (upload_id, account_id, now, CLEANUP_MARK_PREFIX + "%"),
-            )
-            # Only constant dialect SQL is ever interpolated in this module; values are parameters.
-            tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            self._bind_upload(tx, upload_id, account_id, now)
             snapshot_id = self._upsert_snapshot(tx, upload_id, account_id, metadata)
             if metrics is not None:
                 self._replace_derived(tx, snapshot_id, metrics)
@@ -420,15 +412,7 @@ class IngestTables:
         now = datetime.now(UTC).isoformat()
         marker = {"dagster_run_id": run_id, "started_at": now}
         with _foreign_keys_named(account_id), self._transaction(timeouts) as tx:
-            # A retention cleanup's mark goes: the folder is being rewritten, it is no longer emptied.
-            tx.execute(
-                "insert into uploads (id, account_id, status, updated_at) values (?, ?, 'bound', ?) "
-                "on conflict (id) do update set account_id = excluded.account_id, status = 'bound', "
-                "updated_at = excluded.updated_at, "
-                "error = case when uploads.error like ? then null else uploads.error end",
-                (upload_id, account_id, now, CLEANUP_MARK_PREFIX + "%"),
-            )
-            tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            self._bind_upload(tx, upload_id, account_id, now)
             found = tx.execute(
                 "select id, metadata from snapshots where upload_id = ? order by created_at limit 1",
                 (upload_id,),
@@ -508,6 +492,21 @@ class IngestTables:
             )
 
     # --- reads -------------------------------------------------------------------------------------
+
+    def _bind_upload(self, tx: _Transaction, upload_id: str, account_id: str, now: str) -> None:
+        """Upserts the upload as ``bound`` to the account and locks its row for the transaction.
+
+        A retention cleanup's mark goes: the folder is being rewritten, it is no longer emptied.
+        Only constant dialect SQL is ever interpolated in this module; values are parameters.
+        """
+        tx.execute(
+            "insert into uploads (id, account_id, status, updated_at) values (?, ?, 'bound', ?) "
+            "on conflict (id) do update set account_id = excluded.account_id, status = 'bound', "
+            "updated_at = excluded.updated_at, "
+            "error = case when uploads.error like ? then null else uploads.error end",
+            (upload_id, account_id, now, CLEANUP_MARK_PREFIX + "%"),
+        )
+        tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
 
     def previous_snapshot(self, account_id: str, before: date) -> SnapshotRow | None:
         """The account's snapshot with the latest partition date before ``before``.

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from klaviyo_dagster.storage.objects import LocalObjectStore
+from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
 from klaviyo_dagster_tests.conftest import BUCKET, SERVICE_KEY
+from klaviyo_dagster_tests.storage.publishing import ACCOUNT, postgres_store, sqlite_store
 from klaviyo_dagster_tests.storage.supabase_double import SupabaseStorageDouble
 
 CLIENT_TIMEOUT_SECONDS = 0.3  # the double's "timeout" fault hangs much longer than this
@@ -51,3 +53,16 @@ def supabase_store(supabase_store_factory: Callable[..., SupabaseObjectStore]) -
 @pytest.fixture
 def local_store(tmp_path: Path) -> LocalObjectStore:
     return LocalObjectStore(tmp_path / "objects", BUCKET)
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IngestStore]:
+    """A whole ingest store (files and tables) with the publishing tests' account, on each backend:
+    the Storage double with PostgreSQL, and a local folder with SQLite."""
+    if request.param == "sqlite":
+        built = sqlite_store(tmp_path / "data")
+    else:
+        double = request.getfixturevalue("supabase_double")
+        built = postgres_store(double.url, SERVICE_KEY, request.getfixturevalue("clean_postgres"))
+    built.tables.ensure_account(ACCOUNT, "Acme")
+    yield built

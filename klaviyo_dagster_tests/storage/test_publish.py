@@ -9,7 +9,6 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,19 +28,15 @@ from klaviyo_dagster.storage.publish import (
 )
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import PUBLISH_LOCK_NAMESPACE, PublishLockTimeout, Timeouts
-from klaviyo_dagster_tests.conftest import SERVICE_KEY
 from klaviyo_dagster_tests.storage.publishing import (
-    ACCOUNT,
     BASE_DAY,
     SHORT,
     UPLOAD,
     Run,
     assert_dashboard_consistent,
     assert_repaired,
-    postgres_store,
     read_object,
     run_files,
-    sqlite_store,
     stage,
     stage_and_publish,
 )
@@ -51,17 +46,6 @@ OLD = Run("run-old", days=7)
 NEW = Run("run-new", days=3)
 RUNS = {run.run_id: run for run in (BASE, OLD, NEW)}
 TINY = Timeouts(lock_seconds=0.2, statement_seconds=2, publish_lock_seconds=0.3)
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IngestStore]:
-    if request.param == "sqlite":
-        built = sqlite_store(tmp_path / "data")
-    else:
-        double = request.getfixturevalue("supabase_double")
-        built = postgres_store(double.url, SERVICE_KEY, request.getfixturevalue("clean_postgres"))
-    built.tables.ensure_account(ACCOUNT, "Acme")
-    yield built
 
 
 @pytest.fixture

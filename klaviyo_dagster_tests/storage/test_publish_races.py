@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,6 @@ from klaviyo_dagster_tests.storage.publishing import (
     assert_repaired,
     postgres_store,
     read_object,
-    sqlite_store,
     stage,
     stage_and_publish,
 )
@@ -46,17 +45,6 @@ THIRD = Run("run-third", days=4)
 NEWER = Run("run-newer", DAY + timedelta(days=1))
 LATER = datetime.now(UTC) + timedelta(days=60)  # every upload is past the 30-day retention
 PATIENT = Timeouts(lock_seconds=5, statement_seconds=30, publish_lock_seconds=60)
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IngestStore]:
-    if request.param == "sqlite":
-        built = sqlite_store(tmp_path / "data")
-    else:
-        double = request.getfixturevalue("supabase_double")
-        built = postgres_store(double.url, SERVICE_KEY, request.getfixturevalue("clean_postgres"))
-    built.tables.ensure_account(ACCOUNT, "Acme")
-    yield built
 
 
 @pytest.fixture
