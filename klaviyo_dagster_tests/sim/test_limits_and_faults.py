@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from klaviyo_dagster.klaviyo.spec import load_operations
-from klaviyo_dagster.sim import FaultSpec, SimulatorServer
+from klaviyo_dagster.sim import FaultSpec, SimConfig, SimulatorServer
+from klaviyo_dagster.sim import app as sim_app
 from klaviyo_dagster.sim.faults import FaultInjector
 from klaviyo_dagster.sim.ratelimit import RateLimiter
-from klaviyo_dagster_tests.sim.conftest import client_for
+from klaviyo_dagster_tests.sim.conftest import HEADERS, client_for
 
 
 def test_success_carries_steady_window_headers(api: httpx.Client) -> None:
@@ -95,25 +96,35 @@ def test_time_scale_shortens_windows_and_refusals_do_not_count() -> None:
     assert not steady.allowed and 1 <= steady.retry_after <= 60
 
 
-def test_latency_is_concurrent(simulator_factory: Any) -> None:
-    """Latency sleeps asynchronously: parallel calls overlap instead of queueing."""
-    sim = simulator_factory(profiles=5, latency_ms=300)
-    elapsed: list[float] = []
+def test_latency_is_concurrent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latency sleeps asynchronously: parallel calls overlap instead of queueing.
 
-    def call() -> None:
-        with client_for(sim) as api:
-            started = time.perf_counter()
-            assert api.get("/api/profiles").status_code == 200
-            elapsed.append(time.perf_counter() - started)
+    Shown without a clock: each call's latency sleep waits until all four calls are sleeping at
+    once. A server that served calls one after another would leave the first waiting alone, and
+    it would fail after 5 s (an error answer) instead of reaching four in flight.
+    """
+    calls, in_flight, peak = 4, [0], [0]
+    all_sleeping = asyncio.Event()
 
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert min(elapsed) >= 0.3
-    assert time.perf_counter() - started < 1.0
+    async def sleep_until_all_sleep(delay: float) -> None:
+        in_flight[0] += 1
+        peak[0] = max(peak[0], in_flight[0])
+        if in_flight[0] == calls:
+            all_sleeping.set()
+        await asyncio.wait_for(all_sleeping.wait(), timeout=5)
+        in_flight[0] -= 1
+
+    monkeypatch.setattr(sim_app.asyncio, "sleep", sleep_until_all_sleep)
+    app = sim_app.build_app(sim_app.SimulatorState.build(SimConfig(profiles=5, latency_ms=300)))
+
+    async def serve_together() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sim", headers=HEADERS) as api:
+            answers = await asyncio.gather(*(api.get("/api/profiles") for _ in range(calls)))
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(serve_together()) == [200] * calls
+    assert peak[0] == calls
 
 
 def test_fail_first_n_then_success(simulator: SimulatorServer, api: httpx.Client) -> None:
