@@ -6,8 +6,17 @@ the dashboard keys per day, so opens, clicks, unsubscribes, spam complaints and 
 days were lost and the totals drifted as the series grew. Here every day's series carries the counts
 too, so any snapshot's totals can be rebuilt from its series alone.
 
-Plain Python, no Dagster, no database: the caller reads the CSVs and the previous snapshot's series
-and writes the result.
+History (``contracts/supabase.md``, "Snapshot processing", History): a snapshot's series holds its
+own window (:class:`OwnActivity`, from its files) and, before the window, the days carried forward
+from the account's previous snapshot. Publishing the partitions of an account in date order gives
+each snapshot ``k`` the chain value of a day ``d``: its own value when ``d`` is in its window, else
+(``d`` before the window) snapshot ``k-1``'s chain value; days after the window are not kept. That
+chain does not depend on the order the runs happened in when it is computed from each snapshot's
+*own* window rows (``IngestTables.history`` does it from the stored rows), so the caller hands
+:func:`compute_metrics` a :class:`History` built that way rather than one snapshot's stored series.
+
+Plain Python, no Dagster, no database: the caller reads the CSVs and the history and writes the
+result.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import csv
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
 from itertools import chain
 from typing import TextIO
@@ -127,6 +136,38 @@ class SnapshotMetrics:
     series: list[SeriesPoint]  # sorted by (day, metric_key)
     totals: dict[str, float]
     last_email_date: date | None
+
+
+@dataclass(frozen=True)
+class OwnActivity:
+    """A snapshot's own email activity: the :func:`daily_totals` of its files over its window.
+
+    Raises ValueError when the window is reversed or a day lies outside it (see :func:`check_window`).
+    """
+
+    window: tuple[date, date]  # first, last; inclusive
+    days: Mapping[date, DayTotals]
+
+    def __post_init__(self) -> None:
+        check_window(self.days, self.window)
+
+    def metrics(self, history: History) -> SnapshotMetrics:
+        """The snapshot's derived rows: this window on top of ``history``."""
+        return compute_metrics(dict(self.days), self.window, history.series, history.last_email_date)
+
+
+@dataclass(frozen=True)
+class History:
+    """What a snapshot carries forward from the account's earlier partitions, as an in-order run of
+    them would give it (``contracts/supabase.md``, "History").
+
+    ``series`` holds the days of the in-order chain (days on or after the new window's first day, if
+    any, are ignored by :func:`compute_metrics`); ``last_email_date`` is the latest day with emails
+    sent that the chain ever saw (the previous snapshot's ``last_email_date`` in an in-order run).
+    """
+
+    series: list[SeriesPoint] = field(default_factory=list)
+    last_email_date: date | None = None
 
 
 def js_math_round(x: float) -> float:
@@ -277,21 +318,19 @@ def compute_metrics(
     """The series, totals and last email date of a snapshot covering ``window`` (first, last; inclusive).
 
     ``current`` is this snapshot's :func:`daily_totals`; every window day appears in the series (zeros
-    without activity), so the dashboard sees quiet days rather than gaps. ``previous`` is the series of
-    the account's previous snapshot (the caller's choice: the latest partition date before this one,
-    since backfills run out of order): its days before the window are carried forward, so the series
-    keeps growing; its days inside or after the window are replaced by this window. Totals cover every
-    series day, carried history included.
+    without activity), so the dashboard sees quiet days rather than gaps. ``previous`` is the history
+    the snapshot carries: the series of its previous snapshot in an in-order run, which publishing
+    computes from every earlier snapshot's own window whatever order the runs happened in
+    (:class:`History`, ``IngestTables.history``; ``contracts/supabase.md``, "History"). Its days before
+    the window are carried forward, so the series keeps growing; its days inside or after the window
+    are replaced by this window. ``previous_last_email_date`` goes with it (:func:`last_email_date`).
+    Totals cover every series day, carried history included.
 
     Raises ValueError when ``current`` has a day outside the window: the files and the window
     disagree, and dropping or keeping those rows would both misreport the snapshot.
     """
+    check_window(current, window)
     first, last = window
-    if first > last:
-        raise ValueError(f"window starts after it ends: {first} > {last}")
-    outside = sorted(day for day in current if not first <= day <= last)
-    if outside:
-        raise ValueError(f"activity outside the window {first}..{last}: {', '.join(map(str, outside))}")
     days = carried_days(previous, before=first)
     for day in window_days(first, last):
         days[day] = current.get(day, DayTotals())
@@ -301,6 +340,16 @@ def compute_metrics(
         totals=_pick(metric_values(whole), TOTAL_KEYS),
         last_email_date=last_email_date(days, previous_last_email_date),
     )
+
+
+def check_window(current: Iterable[date], window: tuple[date, date]) -> None:
+    """Raises ValueError unless ``window`` is ordered and every day of ``current`` lies inside it."""
+    first, last = window
+    if first > last:
+        raise ValueError(f"window starts after it ends: {first} > {last}")
+    outside = sorted(day for day in current if not first <= day <= last)
+    if outside:
+        raise ValueError(f"activity outside the window {first}..{last}: {', '.join(map(str, outside))}")
 
 
 def window_days(first: date, last: date) -> list[date]:
@@ -318,14 +367,19 @@ def series_points(days: Mapping[date, DayTotals]) -> list[SeriesPoint]:
 
 
 def carried_days(previous: Iterable[SeriesPoint], before: date) -> dict[date, DayTotals]:
-    """The previous snapshot's days before ``before``, rebuilt as base sums from its series points.
+    """The previous snapshot's (or a :class:`History`'s) days before ``before``, rebuilt as base sums
+    from its series points."""
+    return rebuild_days(point for point in previous if point.day < before)
+
+
+def rebuild_days(points: Iterable[SeriesPoint]) -> dict[date, DayTotals]:
+    """Each day of ``points`` rebuilt as base sums (:func:`rebuild_day`).
 
     Values may arrive as ``Decimal`` (Postgres ``numeric``); they become floats. Unknown keys are ignored.
     """
     by_day: dict[date, dict[str, float]] = defaultdict(dict)
-    for point in previous:
-        if point.day < before:
-            by_day[point.day][point.metric_key] = float(point.value)
+    for point in points:
+        by_day[point.day][point.metric_key] = float(point.value)
     return {day: rebuild_day(values) for day, values in by_day.items()}
 
 

@@ -9,8 +9,8 @@ makes it hold:
    ``{uploadId}/.staging/{runId}/{name}`` (:func:`staging_key`); nothing the dashboard reads changes.
 2. :func:`publish` downloads the run's three staged files and checks them: each is UTF-8 CSV with a
    header, every record as wide as its header, flows.csv and campaigns.csv parse into daily totals
-   (a non-number fails here), the row counts are the ones the run recorded, and the derived metrics
-   are computed from these very files (``processing/metrics.py``). Any failure stops here.
+   (a non-number fails here) that lie inside the window, and the row counts are the ones the run
+   recorded. Any failure stops here.
 3. It takes the upload's publish lock and holds it to the end (a Postgres session advisory lock, or
    ``flock`` beside the SQLite file; a timeout instead of waiting forever), so two publishes of one
    partition never interleave.
@@ -19,8 +19,14 @@ makes it hold:
    The dashboard now shows the account's previous ready snapshot, if any.
 5. The checked local copies are uploaded over the three final keys.
 6. In one transaction, after the last file is in place: derived rows replaced, metadata set (the
-   run, window, rows), status ``ready``. With a remote processor the metadata is committed first
-   (still ``error``), the processor is asked, and only after its 2xx is the snapshot made ready.
+   run, partition date, window, rows), status ``ready``. The derived rows are computed in that
+   transaction from these files' daily totals (``processing/metrics.py``) and the account's history
+   as an in-order run of its earlier partitions would carry it, whatever order they were published in
+   (``IngestTables.history``; ``contracts/supabase.md``, "History"). With ``refresh_newest`` the
+   same transaction recomputes the derived rows of the account's newest ready snapshot with a later
+   partition date, so the snapshot the dashboard reads gets the history a backfill just published
+   (see :class:`PublishRequest`). With a remote processor the metadata is committed first (still
+   ``error``), the processor is asked, and only after its 2xx is the snapshot made ready.
 7. Housekeeping, which cannot undo the publish: this run's staging objects are removed, so are other
    runs' staging folders last written more than ``stale_staging_after`` ago, and (local store) temp
    files of interrupted writes.
@@ -61,7 +67,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 
-from klaviyo_dagster.processing.metrics import DayTotals, SnapshotMetrics, compute_metrics, daily_totals
+from klaviyo_dagster.processing.metrics import DayTotals, OwnActivity, SnapshotMetrics, daily_totals
 from klaviyo_dagster.storage.objects import (
     KnowsModifiedTimes,
     ObjectNotFound,
@@ -70,7 +76,14 @@ from klaviyo_dagster.storage.objects import (
     validate_object_key,
 )
 from klaviyo_dagster.storage.store import IngestStore
-from klaviyo_dagster.storage.tables import PublishLock, PublishLockLost, PublishSuperseded, Timeouts
+from klaviyo_dagster.storage.tables import (
+    Derivation,
+    Finished,
+    PublishLock,
+    PublishLockLost,
+    PublishSuperseded,
+    Timeouts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +124,19 @@ DEFAULT_TIMEOUTS = Timeouts()
 class PublishRequest:
     """One run's publish of one partition.
 
-    ``metadata`` is stored on the snapshot (partition date, window, source, ...); ``rows`` and
-    ``dagster_run_id`` are added here from the files and ``run_id``. ``expected_rows`` (file name →
-    data records), when given, must match the staged files.
+    ``metadata`` is stored on the snapshot (source, ...); ``partition_date``, ``window`` (the
+    history of later snapshots reads both), ``rows`` and ``dagster_run_id`` are set here from the
+    request and the files. ``expected_rows`` (file name → data records), when given, must match the
+    staged files.
+
+    ``refresh_newest``: when the account has a ready snapshot with a later partition date than this
+    one, the newest such snapshot's derived rows (totals, series, ``last_email_date``) are
+    recomputed, in the transaction that makes this snapshot ready, to what an in-order run of all the
+    account's partitions would give it (``contracts/supabase.md``, "History"). The caller sets it on
+    the publish that ends a backfill or catch-up of the account (once, not on every date), and that
+    publish must come after the others have finished. Snapshots strictly between this one and the
+    newest keep the history they were published with: the dashboard reads only the newest. Ignored
+    with a remote processor, which computes the history itself.
     """
 
     upload_id: str
@@ -123,6 +146,7 @@ class PublishRequest:
     run_id: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
     expected_rows: Mapping[str, int] | None = None
+    refresh_newest: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +155,7 @@ class Published:
     rows: dict[str, int]
     metrics: SnapshotMetrics | None
     removed: list[str]  # staging objects and temp files cleaned up afterwards
+    refreshed: str | None = None  # the newer snapshot whose derived rows refresh_newest replaced
 
 
 @dataclass(frozen=True)
@@ -179,8 +204,12 @@ def publish(
     timeouts = timeouts or DEFAULT_TIMEOUTS
     with tempfile.TemporaryDirectory(prefix="klaviyo-publish-") as folder, _timeouts_named(request):
         checked = check_staged_files(store.objects, request, Path(folder))
+        derivation = None if processor else _derivation(request, checked)
+        if processor is not None and request.refresh_newest:
+            log.warning(
+                "publish of upload %s: refresh_newest is ignored with a remote processor", request.upload_id
+            )
         with store.tables.publish_lock(request.upload_id, timeouts) as lock:
-            metrics = None if processor else _metrics(store, request, checked)
             _held(lock, request, None)
             snapshot_id = store.tables.begin_publish(
                 upload_id=request.upload_id,
@@ -193,6 +222,11 @@ def publish(
                 _promote(store.objects, request.upload_id, checked, lock, touched)
                 metadata = {
                     **request.metadata,
+                    "partition_date": request.partition_date.isoformat(),
+                    "window": {
+                        "first_day": request.window[0].isoformat(),
+                        "last_day": request.window[1].isoformat(),
+                    },
                     "rows": _row_metadata(checked),
                     "dagster_run_id": request.run_id,
                 }
@@ -201,11 +235,13 @@ def publish(
                     _finish(store, snapshot_id, request, metadata, None, ready=False, timeouts=timeouts)
                     processor(snapshot_id)
                 lock.ensure_held()
-                _finish(store, snapshot_id, request, metadata, metrics, ready=True, timeouts=timeouts)
+                finished = _finish(
+                    store, snapshot_id, request, metadata, derivation, ready=True, timeouts=timeouts
+                )
             except (PublishLockLost, PublishSuperseded) as exc:
                 raise _interrupted(store, request, snapshot_id, touched, exc, timeouts) from None
             removed = _housekeeping(store.objects, request, now() - stale_staging_after, run_finished)
-    return Published(snapshot_id, checked.rows, metrics, removed)
+    return Published(snapshot_id, checked.rows, finished.metrics, removed, finished.refreshed)
 
 
 def _held(lock: PublishLock, request: PublishRequest, snapshot_id: str | None) -> None:
@@ -332,18 +368,15 @@ def _daily_totals(paths: Mapping[str, Path]) -> dict[date, DayTotals]:
         raise StagedFileInvalid(f"staged files do not parse: {exc}") from None
 
 
-def _metrics(store: IngestStore, request: PublishRequest, checked: CheckedFiles) -> SnapshotMetrics:
-    """The derived metrics from the staged files, history from the account's previous snapshot."""
-    previous = store.tables.previous_snapshot(request.account_id, before=request.partition_date)
+def _derivation(request: PublishRequest, checked: CheckedFiles) -> Derivation:
+    """What the derived rows are computed from when the snapshot is made ready: the staged files'
+    daily totals over the window (checked here: a day outside it fails), and the history the
+    finishing transaction reads (``contracts/supabase.md``, "History")."""
     try:
-        return compute_metrics(
-            _daily_totals(checked.paths),
-            request.window,
-            previous=store.tables.series(previous.id) if previous else (),
-            previous_last_email_date=previous.last_email_date if previous else None,
-        )
+        own = OwnActivity(request.window, _daily_totals(checked.paths))
     except ValueError as exc:
         raise StagedFileInvalid(f"staged files disagree with the window: {exc}") from None
+    return Derivation(request.account_id, request.partition_date, own, request.refresh_newest)
 
 
 def _row_metadata(checked: CheckedFiles) -> dict[str, int]:
@@ -370,12 +403,12 @@ def _finish(
     snapshot_id: str,
     request: PublishRequest,
     metadata: dict[str, Any],
-    metrics: SnapshotMetrics | None,
+    metrics: SnapshotMetrics | Derivation | None,
     *,
     ready: bool,
     timeouts: Timeouts,
-) -> None:
-    store.tables.finish_publish(
+) -> Finished:
+    return store.tables.finish_publish(
         snapshot_id=snapshot_id,
         run_id=request.run_id,
         metadata=metadata,

@@ -6,26 +6,44 @@ connection: its per-upload lock is a session advisory lock, which Supabase's *tr
 (port 6543) cannot hold (each statement may run on another server session). Every
 write that the dashboard could observe happens in one transaction: a snapshot appears together with
 its derived rows, and a rerun replaces them instead of adding new ones.
+
+History (``contracts/supabase.md``, "Snapshot processing", History): :meth:`IngestTables.history`
+computes what an in-order run of an account's earlier partitions would carry forward, from each
+ready snapshot's own window rows, so a snapshot's derived rows do not depend on the order its
+partitions were published in; :meth:`IngestTables.finish_publish` derives them in its own
+transaction and, asked to, refreshes the account's newest snapshot there too. Values are written
+exactly (Postgres ``numeric`` gets the float's shortest decimal, not 15 digits), so rows rebuilt from
+stored ones equal the ones computed from the files.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
 
-from klaviyo_dagster.processing.metrics import SeriesPoint, SnapshotMetrics
+from klaviyo_dagster.processing.metrics import (
+    History,
+    OwnActivity,
+    SeriesPoint,
+    SnapshotMetrics,
+    rebuild_days,
+)
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_LABEL = "Orchestrated Update"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +51,9 @@ MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
 SQLITE_SCHEMA = Path(__file__).with_name("sqlite_schema.sql")
 # The per-upload publish lock: a session-level advisory lock keyed by this text and the upload id.
 PUBLISH_LOCK_NAMESPACE = "klaviyo-dagster publish "
+# Held by each transaction that derives an account's rows from its history (Postgres, transaction
+# advisory lock keyed by this text and the account id): each one sees the others' committed rows.
+HISTORY_LOCK_NAMESPACE = "klaviyo-dagster history "
 # Who last wrote an account's timezone: the accounts sensor when it found the account, or a live run.
 TIMEZONE_FROM_DISCOVERY = "discovery"
 TIMEZONE_FROM_RUN = "run"
@@ -47,6 +68,31 @@ class SnapshotRow:
     status: str
     last_email_date: date | None
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """What :meth:`IngestTables.finish_publish` derives a snapshot's rows from, in its transaction.
+
+    ``own`` is the snapshot's window and its files' daily totals; the history comes from the
+    account's ready snapshots with an earlier partition date (:meth:`IngestTables.history`). With
+    ``refresh_newest``, the account's newest ready snapshot with a later partition date gets its
+    derived rows recomputed the same way in the same transaction (``contracts/supabase.md``, "History").
+    """
+
+    account_id: str
+    partition_date: date
+    own: OwnActivity
+    refresh_newest: bool = False
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What :meth:`IngestTables.finish_publish` wrote: the snapshot's derived rows (None when left to a
+    processor) and the id of the newer snapshot it refreshed, if any."""
+
+    metrics: SnapshotMetrics | None
+    refreshed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +196,28 @@ class Dialect(ABC):
         """The SQL expression of a snapshot's partition date (from its metadata)."""
 
     @abstractmethod
+    def window_day(self, which: str) -> str:
+        """The SQL expression of a snapshot's window ``first_day`` or ``last_day`` (from its metadata),
+        as ``YYYY-MM-DD`` text."""
+
+    @abstractmethod
+    def date_of(self, text: str) -> str:
+        """The SQL expression of ``YYYY-MM-DD`` text as a value comparable with a date column (the
+        comparison can use an index)."""
+
+    # Literals below and above every date, as values comparable with a date column.
+    min_date = "''"
+    max_date = "'9999-12-31'"
+
+    def number(self, value: float) -> Any:
+        """A derived value as a statement parameter."""
+        return float(value)
+
+    @abstractmethod
+    def lock_history(self, tx: _Transaction, account_id: str) -> None:
+        """Serializes the transactions that derive the account's rows from its history."""
+
+    @abstractmethod
     def connect(self) -> Any:
         """A new connection."""
 
@@ -186,6 +254,27 @@ class PostgresDialect(Dialect):
     def partition_date(self) -> str:
         return "metadata->>'partition_date'"
 
+    def window_day(self, which: str) -> str:
+        assert which in ("first_day", "last_day")
+        return f"metadata->'window'->>'{which}'"
+
+    min_date = "'-infinity'::date"
+    max_date = "'infinity'::date"
+
+    def date_of(self, text: str) -> str:
+        return f"cast({text} as date)"
+
+    def number(self, value: float) -> Any:
+        """The float's shortest exact decimal: a float parameter would be cast to ``numeric`` with 15
+        significant digits, and rows rebuilt from stored ones would drift from the files' numbers."""
+        return Decimal(repr(float(value)))
+
+    def lock_history(self, tx: _Transaction, account_id: str) -> None:
+        """A transaction advisory lock (released at commit or rollback), under the lock timeout."""
+        tx.execute(
+            "select pg_advisory_xact_lock(hashtextextended(?, 0))", (HISTORY_LOCK_NAMESPACE + account_id,)
+        )
+
     def sql(self, statement: str) -> str:
         return statement.replace("?", "%s")
 
@@ -212,6 +301,16 @@ class SqliteDialect(Dialect):
 
     def partition_date(self) -> str:
         return "json_extract(metadata, '$.partition_date')"
+
+    def window_day(self, which: str) -> str:
+        assert which in ("first_day", "last_day")
+        return f"json_extract(metadata, '$.window.{which}')"
+
+    def date_of(self, text: str) -> str:
+        return text  # dates are stored as YYYY-MM-DD text
+
+    def lock_history(self, tx: _Transaction, account_id: str) -> None:
+        """``begin immediate`` already holds the whole file."""
 
     def apply_timeouts(self, tx: _Transaction, timeouts: Timeouts) -> None:
         """SQLite locks the whole file: ``begin immediate`` waits up to the busy timeout, set on connect."""
@@ -317,16 +416,18 @@ class IngestTables:
         )
         return snapshot_id
 
-    def _replace_derived(self, tx: _Connection, snapshot_id: str, metrics: SnapshotMetrics) -> None:
+    def _replace_derived(self, tx: _Transaction, snapshot_id: str, metrics: SnapshotMetrics) -> None:
+        """Replaces the snapshot's totals, series and ``last_email_date`` (inside ``tx``)."""
         tx.execute("delete from snapshot_totals where snapshot_id = ?", (snapshot_id,))
         tx.execute("delete from snapshot_series where snapshot_id = ?", (snapshot_id,))
+        number = self.dialect.number
         tx.executemany(
             "insert into snapshot_totals (snapshot_id, metric_key, value) values (?, ?, ?)",
-            [(snapshot_id, key, value) for key, value in metrics.totals.items()],
+            [(snapshot_id, key, number(value)) for key, value in metrics.totals.items()],
         )
         tx.executemany(
             "insert into snapshot_series (snapshot_id, metric_key, date, value) values (?, ?, ?, ?)",
-            [(snapshot_id, p.metric_key, p.day.isoformat(), p.value) for p in metrics.series],
+            [(snapshot_id, p.metric_key, p.day.isoformat(), number(p.value)) for p in metrics.series],
         )
         last = metrics.last_email_date.isoformat() if metrics.last_email_date else None
         tx.execute("update snapshots set last_email_date = ? where id = ?", (last, snapshot_id))
@@ -441,17 +542,33 @@ class IngestTables:
         snapshot_id: str,
         run_id: str,
         metadata: dict[str, Any],
-        metrics: SnapshotMetrics | None,
+        metrics: SnapshotMetrics | Derivation | None,
         ready: bool,
         timeouts: Timeouts,
-    ) -> None:
+    ) -> Finished:
         """In one transaction: the snapshot's derived rows (given ``metrics``), its metadata and, when
         ``ready``, status ``ready``. Raises PublishSuperseded unless ``run_id`` still owns the publish.
 
         ``contracts/supabase.md``, "Publishing is all or nothing": only after the last file is in
         place; a snapshot is never ready without its derived rows.
+
+        Given a :class:`Derivation`, the rows are computed here, from the history the transaction
+        reads (:meth:`history`; ``contracts/supabase.md``, "History"), and the metadata records the
+        partition date and window the history of later snapshots reads. Its ``refresh_newest`` (only
+        with ``ready``) also recomputes, after this snapshot is ready, the derived rows of the account's
+        newest ready snapshot with a later partition date (:meth:`_refresh_newest`). Snapshots between
+        the two are left as they are: the dashboard reads the newest. Transactions that derive rows of
+        one account take a lock on it first, so each sees the rows the others committed.
         """
         with self._transaction(timeouts) as tx:
+            derivation = metrics if isinstance(metrics, Derivation) else None
+            if derivation is not None:
+                self.dialect.lock_history(tx, derivation.account_id)
+                metadata = {
+                    **metadata,
+                    "partition_date": derivation.partition_date.isoformat(),
+                    "window": _window_metadata(derivation.own.window),
+                }
             lock = self.dialect.lock_upload
             query = f"select metadata from snapshots where id = ?{lock}"  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
             row = tx.execute(query, (snapshot_id,)).fetchone()
@@ -466,6 +583,9 @@ class IngestTables:
                     f"snapshot {snapshot_id}: a run that lost its publish lock changed files of the "
                     f"folder while run {run_id} published it; the folder needs a republish: rerun the partition"
                 )
+            if derivation is not None:
+                history = self._history(tx.execute, derivation.account_id, derivation.partition_date)
+                metrics = derivation.own.metrics(history)
             if metrics is not None:
                 self._replace_derived(tx, snapshot_id, metrics)
             stored = metadata if ready else {**metadata, "publishing": publishing}
@@ -473,6 +593,148 @@ class IngestTables:
                 f"update snapshots set status = ?, metadata = {self.dialect.json_param} where id = ?",  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
                 ("ready" if ready else "error", json.dumps(stored, sort_keys=True), snapshot_id),
             )
+            refreshed = None
+            if derivation is not None and derivation.refresh_newest and ready:
+                refreshed = self._refresh_newest(tx, derivation.account_id, derivation.partition_date)
+        return Finished(metrics, refreshed)
+
+    # --- history (contracts/supabase.md, "Snapshot processing", History) ------------------------------
+
+    def history(self, account_id: str, before: date) -> History:
+        """What an in-order run of the account's partitions before ``before`` carries forward.
+
+        ``contracts/supabase.md``, "History": publishing the partitions in date order gives each
+        snapshot ``k`` (window ``[first_k, last_k]``) the chain value of a day ``d``: its own value when
+        ``d`` is in its window, else (``d < first_k``) snapshot ``k-1``'s chain value; days after the
+        window are dropped. Unrolled, the last snapshot's value of ``d`` is the own value of ``k*``, the
+        latest partition whose window starts on or before ``d``, when ``d <= last_k*``; else there is
+        no day ``d``. Computed from each snapshot's own window rows, that does not depend on the order
+        the runs happened in, nor on the carried rows of the snapshots in between.
+
+        The snapshots: the account's ``ready`` ones with a partition date before ``before`` and a
+        window in their metadata (what ``publish`` records); of several with one partition date, the
+        latest created (as the previous snapshot used to be chosen).
+
+        Deleted snapshots (retention cleanup): a day that no remaining window holds (there is no
+        ``k*``, or ``k*``'s window ends before it) is taken from the carried rows of the snapshot
+        right after ``k*`` (the earliest one, when there is no ``k*``), if it has the day: that is
+        where the days of the deleted snapshots before it live on. An in-order run has no such rows,
+        so it is unchanged by this. The limit: a day that a remaining window holds comes from that
+        window even when a later, deleted partition's window held it too (as if that partition had
+        never run; both are fetches of the same day).
+
+        ``last_email_date`` is the latest day with emails sent in those snapshots' own windows (or in
+        the carried days taken from them), or the earliest snapshot's ``last_email_date`` if later:
+        what the previous snapshot's ``last_email_date`` is in an in-order run. Two queries, whatever
+        the number of snapshots: windows and the chain in SQL (window functions), only the rows of
+        the history come back.
+        """
+        return self._history(lambda sql, params: self._all(sql, params), account_id, before)
+
+    def _history(self, run: Callable[..., Any], account_id: str, before: date) -> History:
+        """:meth:`history`, its statements run by ``run(sql, params)`` (a transaction's ``execute``,
+        whose result has ``fetchall``, or :meth:`_all`, a list of rows).
+
+        Each part reads a date range of one snapshot's rows (index ``snapshot_series (snapshot_id,
+        date)``): its own window up to the next window's start, and the days between the windows
+        before it and its own.
+        """
+        lowest, highest = self.dialect.min_date, self.dialect.max_date
+        own = "s.date >= c.first_day and s.date <= c.last_day"
+        carried = f"s.date > coalesce(c.before_last, {lowest}) and s.date < c.first_day"
+        below_cutoff = f"s.date < coalesce(c.cutoff, {highest})"
+        rows = _rows(
+            run(
+                f"{self._chain_sql()} "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                "select s.metric_key, s.date, s.value from chain c join snapshot_series s on s.snapshot_id = c.id "
+                f"where {own} and {below_cutoff} union all "
+                "select s.metric_key, s.date, s.value from chain c join snapshot_series s on s.snapshot_id = c.id "
+                f"where {carried} and {below_cutoff} order by 2, 1",
+                (account_id, before.isoformat()),
+            )
+        )
+        series = [SeriesPoint(key, _as_date(when), float(value)) for key, when, value in rows]
+        emails = "s.metric_key = 'emailsSent' and s.value > 0"
+        found = _rows(
+            run(
+                f"{self._chain_sql()} select "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+                "(select max(s.date) from chain c join snapshot_series s on s.snapshot_id = c.id "
+                f"where {own} and {emails}), "
+                "(select max(s.date) from chain c join snapshot_series s on s.snapshot_id = c.id "
+                f"where {carried} and {emails}), "
+                "(select last_email_date from chain where before_last is null)",
+                (account_id, before.isoformat()),
+            )
+        )
+        last = [_as_date(value) for value in (found[0] if found else ()) if value is not None]
+        return History(series, max(last, default=None))
+
+    def _chain_sql(self) -> str:
+        """``with ... chain``: the account's ready snapshots before a partition date (parameters:
+        account id, date), one per partition date, each with its window, ``cutoff`` (the earliest
+        first day of a later one) and ``before_last`` (the latest last day of an earlier one)."""
+        partition = self.dialect.partition_date()
+        first, last = self.dialect.window_day("first_day"), self.dialect.window_day("last_day")
+        return (
+            "with ready as ("  # noqa: S608  # only constant dialect SQL is interpolated  # nosec B608
+            f"select id, last_email_date, {partition} as partition_date, "
+            f"{self.dialect.date_of(first)} as first_day, {self.dialect.date_of(last)} as last_day, "
+            f"row_number() over (partition by {partition} order by created_at desc, id desc) as tie "
+            f"from snapshots where account_id = ? and status = 'ready' and {partition} < ? "
+            f"and {first} is not null and {last} is not null), "
+            "chain as (select id, last_email_date, first_day, last_day, "
+            "min(first_day) over (order by partition_date rows between 1 following and unbounded following) as cutoff, "
+            "max(last_day) over (order by partition_date rows between unbounded preceding and 1 preceding) as before_last "
+            "from ready where tie = 1)"
+        )
+
+    def _refresh_newest(self, tx: _Transaction, account_id: str, after: date) -> str | None:
+        """Recomputes the derived rows of the account's newest ready snapshot with a partition date
+        after ``after`` from its own window rows and its history (:meth:`history`), inside ``tx``.
+
+        The newest *ready* one is the one the dashboard shows. Its row is locked (a republish of it
+        waits, or is waited for: then it is found only if still ready); a newer snapshot being
+        republished right now is not ready and derives its own rows when it finishes, after this
+        transaction (the account lock of ``finish_publish``). One without a partition date or window in
+        its metadata is left alone. Own rows are its stored series days inside its window, rebuilt
+        exactly (values are stored exactly), so the result equals an in-order run's rows for it.
+        Returns its id when its rows were replaced.
+        """
+        partition = self.dialect.partition_date()
+        row = tx.execute(
+            f"select id, metadata from snapshots where account_id = ? and status = 'ready' "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
+            f"and {partition} > ? order by {partition} desc, created_at desc limit 1{self.dialect.lock_upload}",
+            (account_id, after.isoformat()),
+        ).fetchone()
+        if row is None:
+            return None
+        snapshot_id, metadata = str(row[0]), _metadata(row[1])
+        try:
+            newest = date.fromisoformat(str(metadata["partition_date"]))
+            window = (
+                date.fromisoformat(str(metadata["window"]["first_day"])),
+                date.fromisoformat(str(metadata["window"]["last_day"])),
+            )
+        except (KeyError, TypeError, ValueError):
+            log.warning(
+                "snapshot %s has no partition date or window in its metadata: not refreshed", snapshot_id
+            )
+            return None
+        own = tx.execute(
+            "select metric_key, date, value from snapshot_series where snapshot_id = ? "
+            "and date >= ? and date <= ?",
+            (snapshot_id, window[0].isoformat(), window[1].isoformat()),
+        ).fetchall()
+        days = rebuild_days(SeriesPoint(key, _as_date(when), value) for key, when, value in own)
+        try:
+            activity = OwnActivity(window, days)
+        except ValueError as exc:
+            log.warning("snapshot %s: %s; not refreshed", snapshot_id, exc)
+            return None
+        self._replace_derived(
+            tx, snapshot_id, activity.metrics(self._history(tx.execute, account_id, newest))
+        )
+        return snapshot_id
 
     def abandon_publish(self, *, snapshot_id: str, run_id: str, reason: str, timeouts: Timeouts) -> None:
         """Takes the snapshot out of ``ready`` (status ``error``), committed on a fresh connection, with
@@ -509,9 +771,10 @@ class IngestTables:
         tx.execute(f"select id from uploads where id = ?{self.dialect.lock_upload}", (upload_id,))  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
 
     def previous_snapshot(self, account_id: str, before: date) -> SnapshotRow | None:
-        """The account's snapshot with the latest partition date before ``before``.
+        """The account's ready snapshot with the latest partition date before ``before``.
 
-        By partition date, not creation time: backfills run out of order.
+        By partition date, not creation time: backfills run out of order. (Publishing no longer takes
+        its history from this one snapshot's series but from :meth:`history`.)
         """
         partition = self.dialect.partition_date()
         row = self._one(
@@ -756,6 +1019,16 @@ def _unlock(tx: _Transaction, key: tuple[str]) -> None:
     """Releases a session advisory lock; a session already gone released it with itself."""
     with suppress(psycopg.Error):
         tx.execute("select pg_advisory_unlock(hashtextextended(?, 0))", key)
+
+
+def _rows(result: Any) -> list[Any]:
+    """The rows of a statement's result: a cursor's ``fetchall()``, or the rows themselves."""
+    return list(result.fetchall()) if hasattr(result, "fetchall") else list(result)
+
+
+def _window_metadata(window: tuple[date, date]) -> dict[str, str]:
+    """A snapshot's window as its metadata records it (and :meth:`IngestTables.history` reads it)."""
+    return {"first_day": window[0].isoformat(), "last_day": window[1].isoformat()}
 
 
 def _as_date(value: Any) -> date:

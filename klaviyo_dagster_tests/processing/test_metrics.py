@@ -17,11 +17,14 @@ from klaviyo_dagster.processing.metrics import (
     SERIES_KEYS,
     TOTAL_KEYS,
     DayTotals,
+    History,
+    OwnActivity,
     SeriesPoint,
     SnapshotMetrics,
     compute_metrics,
     daily_totals,
     js_math_round,
+    rebuild_days,
 )
 from klaviyo_dagster.producers.campaigns import CAMPAIGNS_HEADER
 from klaviyo_dagster.producers.flows import FLOWS_HEADER
@@ -592,3 +595,37 @@ def test_last_email_date(
     metrics = compute_metrics(current, GOLDEN_WINDOW, previous, previous_date)
 
     assert metrics.last_email_date == expected
+
+
+# --- a snapshot's own activity and its history (contracts/supabase.md, "History") -----------------------
+
+
+def test_own_activity_checks_its_window_like_compute_metrics() -> None:
+    with pytest.raises(ValueError, match="starts after it ends"):
+        OwnActivity((MAR[9], MAR[7]), {})
+    with pytest.raises(ValueError, match="outside the window"):
+        OwnActivity(GOLDEN_WINDOW, {MAR[6]: DayTotals(emails=1)})
+
+
+def test_own_activity_on_a_history_is_compute_metrics_with_that_history() -> None:
+    own = OwnActivity(GOLDEN_WINDOW, {MAR[8]: DAY_0306})
+    history = History([SeriesPoint("emailsSent", MAR[5], 4), SeriesPoint("emailsSent", MAR[8], 9)], MAR[10])
+
+    assert own.metrics(history) == compute_metrics({MAR[8]: DAY_0306}, GOLDEN_WINDOW, history.series, MAR[10])
+    assert own.metrics(History()) == compute_metrics({MAR[8]: DAY_0306}, GOLDEN_WINDOW)
+
+
+def test_a_window_rebuilt_from_its_own_series_gives_the_same_rows() -> None:
+    """What refreshing a snapshot from its stored rows relies on: its window's series points rebuild
+    the very day totals they were computed from, so the rows come out identical."""
+    days = {
+        MAR[7]: DAY_0306,
+        MAR[8]: DayTotals(revenue=0.1 + 0.2, emails=3, unique_opens=1),
+        MAR[9]: DayTotals(),
+    }
+    first = compute_metrics(days, GOLDEN_WINDOW)
+
+    rebuilt = rebuild_days(first.series)
+
+    assert rebuilt == days
+    assert compute_metrics(rebuilt, GOLDEN_WINDOW) == first

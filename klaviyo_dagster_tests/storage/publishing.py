@@ -90,7 +90,7 @@ class Run:
     def files(self) -> dict[str, bytes]:
         return run_files(self.run_id, self.day, self.days)
 
-    def request(self) -> PublishRequest:
+    def request(self, refresh_newest: bool = False) -> PublishRequest:
         window = window_of(self.day, self.days)
         return PublishRequest(
             upload_id=self.upload_id,
@@ -103,6 +103,7 @@ class Run:
                 "window": {"first_day": window[0].isoformat(), "last_day": window[1].isoformat()},
             },
             expected_rows={"flows.csv": self.days, "campaigns.csv": 1, "subscribers.csv": 2},
+            refresh_newest=refresh_newest,
         )
 
 
@@ -115,9 +116,11 @@ def stage(objects: ObjectStore, run: Run, tmp: Path, files: dict[str, bytes] | N
         path.unlink()
 
 
-def stage_and_publish(store: IngestStore, run: Run, tmp: Path, **kwargs: Any) -> Published:
+def stage_and_publish(
+    store: IngestStore, run: Run, tmp: Path, refresh_newest: bool = False, **kwargs: Any
+) -> Published:
     stage(store.objects, run, tmp)
-    return publish(store, run.request(), timeouts=kwargs.pop("timeouts", SHORT), **kwargs)
+    return publish(store, run.request(refresh_newest), timeouts=kwargs.pop("timeouts", SHORT), **kwargs)
 
 
 def read_object(objects: ObjectStore, key: str, tmp: Path) -> bytes | None:
@@ -147,6 +150,7 @@ def assert_dashboard_consistent(store: IngestStore, runs: dict[str, Run], tmp: P
     derived rows and the three files in its folder come from the run its metadata names."""
     tables = store.tables
     base = tables.snapshot_for_upload(BASE_UPLOAD)
+    base = base if base is not None and base.status == "ready" else None  # history is read from ready ones
     for upload_id in (BASE_UPLOAD, UPLOAD):
         row = tables.snapshot_for_upload(upload_id)
         if row is None or row.status != "ready":

@@ -5,6 +5,10 @@
 rows and the three files in its folder come from one run, and a rerun of the partition repairs it to
 exactly one ready snapshot over its own files. Stores: the Storage double + PostgreSQL, and the local
 folder + SQLite.
+
+The last test crashes a backfill of an older date that refreshes the account's newest snapshot
+(``refresh_newest``; ``contracts/supabase.md``, "History"): the newest's derived rows hold the
+backfilled history exactly when the backfilled snapshot is ready, never one without the other.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from klaviyo_dagster.storage.publish import publish
+from klaviyo_dagster.storage.publish import FILE_NAMES, publish
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster_tests.conftest import SERVICE_KEY
 from klaviyo_dagster_tests.storage.publishing import (
     ACCOUNT,
     BASE_DAY,
+    BASE_UPLOAD,
     SHORT,
+    UPLOAD,
     Crash,
     CrashPoints,
     Run,
@@ -136,3 +142,62 @@ def test_sigkill_after_any_call_keeps_the_dashboard_consistent_and_a_rerun_repai
         assert child.exitcode == -signal.SIGKILL, (n, label, child.exitcode)
         assert_dashboard_consistent(store, RUNS, tmp_path, f"after SIGKILL at #{n} {label}")
         repair_and_check(store, tmp_path)
+
+
+# --- a backfill that refreshes the newest snapshot ------------------------------------------------------
+
+NEWEST = Run("run-newest", days=3)  # the partition published first (the nightly run)
+BACKFILL = Run("run-backfill", BASE_DAY, days=3)  # the older date, published after it, that crashes
+BACKFILL_REPAIR = Run("run-backfill-repair", BASE_DAY, days=2)
+BACKFILL_RUNS = {run.run_id: run for run in (NEWEST, BACKFILL, BACKFILL_REPAIR)}
+
+
+def prepared_backfill(backend: Backend, n: int, tmp: Path) -> IngestStore:
+    """The newest partition published alone (no history yet), the older date's files staged."""
+    store = backend.reset(n)
+    store.tables.ensure_account(ACCOUNT, "Acme")
+    stage_and_publish(store, NEWEST, tmp)
+    stage(store.objects, BACKFILL, tmp)
+    assert_dashboard_consistent(store, BACKFILL_RUNS, tmp, "before")
+    return store
+
+
+def test_a_crashed_backfill_refreshes_the_newest_with_its_own_snapshot_or_not_at_all(
+    backend: Backend, tmp_path: Path
+) -> None:
+    points = CrashPoints()
+    with crash_points(prepared_backfill(backend, 0, tmp_path), points) as store:
+        points.armed = True
+        assert publish(store, BACKFILL.request(refresh_newest=True), timeouts=SHORT).refreshed
+    labels = points.labels
+    assert len(labels) >= AT_LEAST, labels
+    # The refresh adds statements at the end of the finishing transaction, after the snapshot is made
+    # ready: crash there, from that update to the commit (the steps before are the ones the tests
+    # above crash in, whatever the publish).
+    start = next(i for i, label in enumerate(labels) if label.startswith("sql update snapshots set status"))
+    end = next(i for i in range(start, len(labels)) if labels[i].startswith("storage")) - 1
+    assert labels[end] == "sql commit", labels[start:]
+    assert sum("snapshot_series" in label for label in labels[start:end]) >= 2, labels[start:end]
+
+    for n, label in list(enumerate(labels, start=1))[start : end + 1]:
+        store = prepared_backfill(backend, n, tmp_path)
+        newest_id = store.tables.snapshot_for_upload(UPLOAD).id
+        points = CrashPoints(n)
+        with crash_points(store, points) as crashing, pytest.raises(Crash):
+            points.armed = True
+            publish(crashing, BACKFILL.request(refresh_newest=True), timeouts=SHORT)
+        # The newest's rows carry the backfilled history if and only if that snapshot is ready.
+        assert_dashboard_consistent(store, BACKFILL_RUNS, tmp_path, f"after #{n} {label}")
+
+        published = stage_and_publish(
+            store,
+            BACKFILL_REPAIR,
+            tmp_path,
+            refresh_newest=True,
+            run_finished=lambda run_id: run_id == BACKFILL.run_id,
+        )
+        assert published.refreshed == newest_id
+        base = store.tables.snapshot_for_upload(BASE_UPLOAD)
+        assert base.status == "ready" and base.metadata["dagster_run_id"] == BACKFILL_REPAIR.run_id
+        assert_dashboard_consistent(store, BACKFILL_RUNS, tmp_path, f"repaired after #{n} {label}")
+        assert sorted(store.objects.list(BASE_UPLOAD)) == sorted(FILE_NAMES)
