@@ -88,7 +88,8 @@ def clean_postgres(postgres_dsn: str) -> str:
     with psycopg.connect(postgres_dsn) as connection:
         connection.execute(
             "truncate accounts, uploads, snapshots, snapshot_totals, snapshot_series, "
-            "klaviyo_dagster.account_timezones cascade"
+            "klaviyo_dagster.account_timezones, klaviyo_dagster.klaviyo_fetch_cache, "
+            "klaviyo_dagster.klaviyo_report_calls cascade"
         )
     return postgres_dsn
 

@@ -13,16 +13,21 @@ from typing import Any
 import dagster as dg
 
 from klaviyo_dagster.accounts import AccountDirectory
+from klaviyo_dagster.defs.batch import pending_dates
 from klaviyo_dagster.defs.config import SyncConfig
-from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY
+from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, object_key
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
+from klaviyo_dagster.defs.report_quota import run_ledger
 from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.klaviyo.stats import ClientStats
 from klaviyo_dagster.producers.account import AccountTimezone
 from klaviyo_dagster.producers.csvfile import CsvSummary
 from klaviyo_dagster.producers.reconcile import Verdict
+from klaviyo_dagster.producers.shared import SharedFetches
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
+from klaviyo_dagster.storage.fetch_cache import FetchCacheNotMigrated, shared_fetches
+from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import TIMEZONE_FROM_RUN, IngestTables
 
 INGEST_GROUP = "klaviyo_ingest"
@@ -47,13 +52,18 @@ def produce(
     its reconciliation check (read back from the file before the IO manager takes it)."""
     account_id, partition_date = split_partition_key(context.partition_key)
     options = config.options()
-    accounts = AccountDirectory(ingest_store.get_store().tables)
+    store = ingest_store.get_store()
+    accounts = AccountDirectory(store.tables)
     try:
-        client = klaviyo.get_client(api_key=accounts.api_key_for(account_id))
+        ledger = run_ledger(context, accounts.tables, account_id, dry_run=options.is_dry_run)
+        client = klaviyo.get_client(api_key=accounts.api_key_for(account_id), ledger=ledger)
     except KlaviyoConfigError as exc:
         raise dg.Failure(description=str(exc), metadata={"error": file.failure}) from None
     with client:
-        session = SyncSession(client, options, partition_date)
+        shared = (
+            None if options.is_dry_run or not config.share_fetches else _shared(context, store, account_id)
+        )
+        session = SyncSession(client, options, partition_date, shared)
         try:
             path, summary = session.write_to_temp(file)
         except SyncFailed as exc:
@@ -79,6 +89,27 @@ def produce(
     else:
         yield dg.Output(path, metadata=metadata)
     yield check
+
+
+def _shared(context: dg.AssetExecutionContext, store: IngestStore, account_id: str) -> SharedFetches | None:
+    """What this run may share with the account's other runs of the day (``producers/shared.py``),
+    and the dates still to come in its batch.
+
+    Sharing only saves calls: when the cache cannot be used (not migrated, no privilege on its
+    schema) the run fetches everything itself, with a warning naming the error's type only (a
+    database error can quote its connection string).
+    """
+    batch = pending_dates(context.instance, context.run, account_id, context.asset_key)
+    audience = object_key(context.partition_key, SUBSCRIBERS_CSV.path[-1])
+    try:
+        return shared_fetches(store.tables.dialect, store.objects, account_id, audience, batch)
+    except FetchCacheNotMigrated as exc:
+        context.log.warning(f"{exc}; this run fetches everything itself")
+    except Exception as exc:  # any database failure: see the docstring
+        context.log.warning(
+            f"the fetch cache is not usable ({type(exc).__name__}); this run fetches everything itself"
+        )
+    return None
 
 
 def _record_timezone(
@@ -120,7 +151,10 @@ def _reconciliation_check(verdict: Verdict, dry_run: bool) -> dg.AssetCheckResul
 def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: ClientStats) -> dict[str, Any]:
     totals = stats.totals()
     if file is SUBSCRIBERS:
-        window: dict[str, Any] = {"klaviyo_window": "whole audience, as of the run"}
+        window: dict[str, Any] = {
+            "klaviyo_window": "whole audience, as of the run"
+            + (" (the day's first run of the account)" if session.audience_reused else "")
+        }
     else:
         window = {
             "klaviyo_window": session.window.describe(),
@@ -141,6 +175,7 @@ def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: C
             totals.paced_seconds + totals.retry_after_seconds + totals.backoff_seconds, 3
         ),
         "klaviyo_calls_by_group": dg.MetadataValue.json(stats.as_dict()),
+        "klaviyo_answers_reused": session.client.answers_reused,
         "reconciliation": dg.MetadataValue.json(dict(summary.reconciliation)),
     }
 

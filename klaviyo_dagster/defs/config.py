@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import Field
 
 from klaviyo_dagster.producers.options import SyncOptions
 
@@ -14,5 +15,13 @@ class SyncConfig(SyncOptions, dg.Config):
     "days must be between 1 and 30, got 40".
     """
 
+    share_fetches: bool = Field(
+        default=True,
+        description=(
+            "Reuse what the account's runs of the same UTC day already read from Klaviyo (the audience, "
+            "flows, campaigns, a covering flow series). False: this run reads everything afresh."
+        ),
+    )
+
     def options(self) -> SyncOptions:
-        return SyncOptions(**self.model_dump())
+        return SyncOptions(**self.model_dump(exclude={"share_fetches"}))

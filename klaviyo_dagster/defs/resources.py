@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import dagster as dg
 from pydantic import Field
 
 from klaviyo_dagster.klaviyo.client import API_KEY_ENV_VARS, KlaviyoClient, RetryPolicy
+from klaviyo_dagster.klaviyo.ledger import LedgerBinding, ReportCallLedger
 from klaviyo_dagster.storage.objects import bucket_from_env
 from klaviyo_dagster.storage.store import (
     SUPABASE_DB_URL_VAR,
@@ -56,15 +58,34 @@ class KlaviyoResource(dg.ConfigurableResource):
     )
     timeout_seconds: float = Field(default=30.0, gt=0, description="Per-request timeout.")
 
-    def get_client(self, api_key: str | None = None) -> KlaviyoClient:
-        """A client for this store (or for ``api_key``'s store); close it when done."""
+    def get_client(self, api_key: str | None = None, *, ledger: LedgerBinding | None = None) -> KlaviyoClient:
+        """A client for this store (or for ``api_key``'s store); close it when done.
+
+        With ``ledger``, report calls are counted in the ingest database across runs and processes
+        (``klaviyo/ledger.py``): a full daily report quota is waited out, announced through the
+        binding's hooks, instead of failing. A call left in flight by a worker that died stops
+        blocking the account after the request timeout times the attempts a call may make.
+        """
+        retry = RetryPolicy(max_wait_seconds=self.max_wait_seconds)
+        report_ledger = None
+        if ledger is not None:
+            report_ledger = ReportCallLedger(
+                ledger.store,
+                ledger.account_id,
+                run_id=ledger.run_id,
+                time_scale=self.time_scale,
+                stale_after_seconds=self.timeout_seconds * (retry.max_retries + 1),
+            )
         return KlaviyoClient(
             api_key or self.api_key,
             base_url=self.base_url,
             revision=self.revision,
             time_scale=self.time_scale,
             timeout_seconds=self.timeout_seconds,
-            retry=RetryPolicy(max_wait_seconds=self.max_wait_seconds),
+            retry=retry,
+            ledger=report_ledger,
+            on_long_wait=ledger.on_long_wait if ledger else None,
+            on_resume=ledger.on_resume if ledger else None,
         )
 
     def get_lookup_client(self, api_key: str | None = None) -> KlaviyoClient:
@@ -83,10 +104,24 @@ class KlaviyoResource(dg.ConfigurableResource):
         )
 
 
+TIME_SCALE_ENV_VAR = "KLAVIYO_TIME_SCALE"
+
+
 def klaviyo_resource_from_env() -> KlaviyoResource:
-    """The resource bound to whichever key variable is set, by name (EnvVar), never by value."""
+    """The resource bound to whichever key variable is set, by name (EnvVar), never by value.
+
+    ``KLAVIYO_TIME_SCALE`` (optional, a positive number) sets ``time_scale``: only for running
+    against the simulator started with the same ``--time-scale``; unset means 1 (real Klaviyo).
+    """
     key_var = next((name for name in API_KEY_ENV_VARS if os.environ.get(name)), None)
-    return KlaviyoResource(api_key=dg.EnvVar(key_var) if key_var else None)
+    raw_scale = os.environ.get(TIME_SCALE_ENV_VAR, "").strip() or "1"
+    try:
+        time_scale = float(raw_scale)
+    except ValueError:
+        time_scale = math.nan
+    if not (math.isfinite(time_scale) and time_scale > 0):
+        raise ValueError(f"{TIME_SCALE_ENV_VAR} must be a positive number such as 0.05, got {raw_scale!r}")
+    return KlaviyoResource(api_key=dg.EnvVar(key_var) if key_var else None, time_scale=time_scale)
 
 
 INGEST_STORE_RESOURCE_KEY = "ingest_store"

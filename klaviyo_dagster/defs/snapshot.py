@@ -16,6 +16,7 @@ import dagster as dg
 from pydantic import Field
 
 from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, SUBSCRIBERS_CSV
+from klaviyo_dagster.defs.batch import pending_dates
 from klaviyo_dagster.defs.io_managers import OBJECT_NAMES, StoredCsv
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
@@ -112,6 +113,9 @@ def snapshot(
         run_id=files_run,
         metadata=metadata,
         expected_rows={OBJECT_NAMES[key.path[-1]]: upstream[key]["dagster/row_count"] for key in FILE_KEYS},
+        # The last date of a backfill or catch-up (nothing of the account still to come) brings the
+        # account's newest snapshot up to date with the history published before it (defs/batch.py).
+        refresh_newest=not pending_dates(context.instance, context.run, account_id, SNAPSHOT),
     )
     try:
         published = publish(
@@ -130,6 +134,11 @@ def snapshot(
         ) from None
     result = _result_metadata(store, upload_id, published.snapshot_id, published.metrics)
     result["files_from_run"] = files_run
+    if published.refreshed:
+        result["refreshed_newest_snapshot"] = published.refreshed
+        context.log.info(
+            f"the account's newest snapshot {published.refreshed} now carries this date's history"
+        )
     yield dg.MaterializeResult(metadata=result)
     yield from _checks(store, account_id, upload_id, published.snapshot_id)
 

@@ -5,10 +5,17 @@ everything sharing a client shares its pacing); thread-safe, so one client can f
 
 - Pacing per rate-limit group from the spec's ``x-klaviyo-ratelimit`` (see ``pacing.py``), so a normal
   run meets no 429 at all.
+- Given a ``ReportCallLedger`` (``ledger.py``), the groups with a daily window — the report endpoints,
+  1/s, 2/min and 225/day per account — are paced by the ledger in the ingest database instead, which
+  counts every run's and process's calls of the account: a new run never lands in the previous run's
+  steady window, and a full daily quota is waited out (``on_long_wait`` says so) instead of failing.
+  Without a ledger (lookups, tests, no database) these groups are paced in-process like the others,
+  and so they are, after one warning, when the ledger's database fails.
 - A 429 anyway: wait what Klaviyo asks, plus jitter — the ``Retry-After`` header, or when that is
   missing the throttled body's ``errors[].detail`` ("Expected available in 37 seconds."); only when
   neither says, capped backoff. A wait longer than ``max_wait_seconds`` (the daily report quota says
-  hours) fails at once, without sleeping, with "daily quota exhausted for <endpoint>".
+  hours) fails at once, without sleeping, with "daily quota exhausted for <endpoint>": with a ledger
+  our own calls never get there, so such a 429 means someone else spent the account's quota.
 - 5xx (not 501), timeouts, connection errors and unreadable bodies: retried a bounded number of
   times with capped exponential backoff and jitter.
 - Pages from Klaviyo's edge (CDN) rather than the API — a 403 or a retried 5xx whose body is not a
@@ -32,10 +39,10 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -52,6 +59,13 @@ from klaviyo_dagster.klaviyo.errors import (
     KlaviyoUnavailableError,
 )
 from klaviyo_dagster.klaviyo.jsonapi import Document
+from klaviyo_dagster.klaviyo.ledger import (
+    CallLedgerError,
+    LedgerSlot,
+    LongWaitHook,
+    ReportCallLedger,
+    ResumeHook,
+)
 from klaviyo_dagster.klaviyo.pacing import GroupPacer, PacingWaitTooLong
 from klaviyo_dagster.klaviyo.spec import RateLimit, Window, match_operation
 from klaviyo_dagster.klaviyo.stats import ClientStats
@@ -103,6 +117,14 @@ def is_enabled(explicit: bool | None = None, env: Mapping[str, str] | None = Non
     return env.get("KLAVIYO_ENABLE", "").strip().lower() == "true"
 
 
+class ReadCache(Protocol):
+    """Where a client finds answers it need not ask Klaviyo for again (``producers/shared.py``)."""
+
+    def lookup(self, method: str, path: str, query: str) -> dict[str, Any] | None: ...
+
+    def remember(self, method: str, path: str, query: str, document: Mapping[str, Any]) -> None: ...
+
+
 class KlaviyoClient:
     """Talks to one Klaviyo account. Use as a context manager, or call ``close()``."""
 
@@ -117,13 +139,28 @@ class KlaviyoClient:
         retry: RetryPolicy | None = None,
         time_scale: float = 1.0,
         transport: httpx.BaseTransport | None = None,
+        ledger: ReportCallLedger | None = None,
+        on_long_wait: LongWaitHook | None = None,
+        on_resume: ResumeHook | None = None,
     ) -> None:
         """
         ``time_scale`` is real seconds per Klaviyo second: 1.0 against Klaviyo; the simulator's
         ``--time-scale`` value against a simulator whose windows are shrunk for benchmarks.
+
+        ``ledger``: the account's report call ledger (same ``time_scale``); the report groups are then
+        paced across processes, and a full daily quota calls ``on_long_wait(group, wait_seconds, used,
+        limit)`` and waits, then ``on_resume(group)``, instead of failing.
         """
         if not is_enabled(enabled):
             raise KlaviyoDisabledError("Klaviyo source disabled: set KLAVIYO_ENABLE=true")
+        if ledger is not None and ledger.time_scale != time_scale:
+            raise KlaviyoConfigError(
+                f"the report call ledger counts time at time_scale {ledger.time_scale:g}, the client at "
+                f"{time_scale:g}: give both the same"
+            )
+        self._ledger = ledger
+        self._on_long_wait = on_long_wait
+        self._on_resume = on_resume
         self._api_key = resolve_api_key(api_key)
         self.base_url = _validated_base_url(
             base_url or os.environ.get("KLAVIYO_BASE_URL") or DEFAULT_BASE_URL
@@ -132,6 +169,9 @@ class KlaviyoClient:
         self.retry = retry or RetryPolicy()
         self.time_scale = time_scale
         self.stats = ClientStats()
+        # Answers other runs of the account already had today (producers/shared.py); None: always ask.
+        self.read_cache: ReadCache | None = None
+        self.answers_reused = 0  # GETs answered by read_cache: not calls, so not in ``stats``
         # Klaviyo's limits are per account: every client of one account in this process paces together.
         self._account_fingerprint = hashlib.sha256(f"{self.base_url} {self._api_key}".encode()).hexdigest()
         self._http = httpx.Client(
@@ -162,10 +202,31 @@ class KlaviyoClient:
     # --- single calls ----------------------------------------------------------------------------
 
     def get(self, path_or_url: str, params: Mapping[str, str] | None = None) -> Document:
-        return Document(self._request("GET", path_or_url, params=params))
+        """One GET; answered from ``read_cache`` when it holds the same path and query."""
+        if self.read_cache is None:
+            return Document(self._request("GET", path_or_url, params=params))
+        url = self._http.build_request("GET", path_or_url, params=params).url
+        ask = lambda: self._request("GET", path_or_url, params=params)  # noqa: E731
+        return self._cached(self.read_cache, "GET", url.path, url.query.decode(), ask)
 
     def post(self, path: str, body: dict[str, Any], params: Mapping[str, str] | None = None) -> Document:
-        return Document(self._request("POST", path, params=params, body=body))
+        """One POST; a report answered from ``read_cache`` when it holds the same path, query and body."""
+        if self.read_cache is None:
+            return Document(self._request("POST", path, params=params, body=body))
+        query = f"{httpx.QueryParams(params or {})}\n{json.dumps(body, sort_keys=True)}"
+        ask = lambda: self._request("POST", path, params=params, body=body)  # noqa: E731
+        return self._cached(self.read_cache, "POST", path, query, ask)
+
+    def _cached(
+        self, cache: ReadCache, method: str, path: str, query: str, ask: Callable[[], dict[str, Any]]
+    ) -> Document:
+        kept = cache.lookup(method, path, query)
+        if kept is not None:
+            self.answers_reused += 1
+            return Document(kept)
+        raw = ask()
+        cache.remember(method, path, query, raw)
+        return Document(raw)
 
     # --- pagination ------------------------------------------------------------------------------
 
@@ -227,10 +288,10 @@ class KlaviyoClient:
         )
         self._check_same_origin(request.url)
         endpoint = f"{method} {request.url.path}"
-        group, pacer = self._pacer_for(method, request.url)
+        group, limit = self._rate_limit_for(method, request.url)
         failures = throttles = 0
         while True:
-            self._acquire_slot(pacer, group, endpoint)
+            release = self._acquire(group, limit, endpoint)
             failure: str | None = None
             try:
                 self.stats.add(group, calls=1)
@@ -239,7 +300,7 @@ class KlaviyoClient:
             except (httpx.TimeoutException, httpx.TransportError, _Unreadable) as exc:
                 failure = _describe_transport_error(exc)
             finally:
-                pacer.release()
+                release()
             if failure is not None:
                 failures += 1
                 self._backoff_or_raise(failures, group, endpoint, failure)
@@ -259,6 +320,58 @@ class KlaviyoClient:
                 self._backoff_or_raise(failures, group, endpoint, "response body is not a JSON object")
                 continue
             return payload
+
+    def _acquire(self, group: str, limit: RateLimit, endpoint: str) -> Callable[[], None]:
+        """Waits until a call of ``group`` may be sent; returns what to call once it is done."""
+        ledger = self._ledger
+        if ledger is not None and ledger.covers(group, limit):
+            slot = self._acquire_ledger_slot(ledger, group, limit, endpoint)
+            if slot is not None:
+                return lambda: self._release_ledger_slot(ledger, slot, endpoint)
+        pacer = _shared_pacer((self._account_fingerprint, self.time_scale, group), limit, self.time_scale)
+        self._acquire_slot(pacer, group, endpoint)
+        return pacer.release
+
+    def _acquire_ledger_slot(
+        self, ledger: ReportCallLedger, group: str, limit: RateLimit, endpoint: str
+    ) -> LedgerSlot | None:
+        """A slot from the account's report call ledger (see ``ledger.py``); a full daily quota is
+        waited out, announced through ``on_long_wait``, rather than failing.
+
+        None when the ledger's database fails (unreachable, not migrated, no rights on the table):
+        the client then paces in-process as without a ledger, and says so once. The files do not
+        depend on the ledger, so its failure does not fail them.
+        """
+        try:
+            slot = ledger.acquire(
+                group,
+                limit,
+                max_wait_seconds=self.retry.max_wait_seconds,
+                on_long_wait=self._on_long_wait,
+                on_resume=self._on_resume,
+            )
+        except CallLedgerError as exc:
+            if self._ledger is not None:
+                self._ledger = None
+                log.warning(
+                    "the report call ledger is unavailable (%s); this client's report calls (%s and "
+                    "others) are paced in this process only, not counted across runs",
+                    exc,
+                    endpoint,
+                )
+            return None
+        if slot.waited_seconds:
+            self.stats.add(group, paced_seconds=slot.waited_seconds)
+        return slot
+
+    def _release_ledger_slot(self, ledger: ReportCallLedger, slot: LedgerSlot, endpoint: str) -> None:
+        """Records the call's end; if the database fails, its row counts as in flight until stale."""
+        try:
+            ledger.release(slot)
+        except CallLedgerError as exc:
+            log.warning(
+                "could not record the end of a call to %s in the report call ledger: %s", endpoint, exc
+            )
 
     def _acquire_slot(self, pacer: GroupPacer, group: str, endpoint: str) -> None:
         try:
@@ -431,16 +544,13 @@ class KlaviyoClient:
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    def _pacer_for(self, method: str, url: httpx.URL) -> tuple[str, GroupPacer]:
+    def _rate_limit_for(self, method: str, url: httpx.URL) -> tuple[str, RateLimit]:
+        """The rate-limit group a call counts against, and its limits from the spec."""
         operation = match_operation(method, url.path)
         if operation is None:
-            group, limit = f"{method} {url.path}", _UNKNOWN_OPERATION_LIMIT
-        else:
-            params = {key: value for key, value in url.params.multi_items()}
-            group, limit = operation.rate_limit_for(params)
-        return group, _shared_pacer(
-            (self._account_fingerprint, self.time_scale, group), limit, self.time_scale
-        )
+            return f"{method} {url.path}", _UNKNOWN_OPERATION_LIMIT
+        params = {key: value for key, value in url.params.multi_items()}
+        return operation.rate_limit_for(params)
 
     def _check_same_origin(self, url: httpx.URL) -> None:
         base = httpx.URL(self.base_url)

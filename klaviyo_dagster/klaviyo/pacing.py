@@ -6,6 +6,11 @@ response. So a slot is held from the moment a call is sent until one window leng
 has come back: then any ``limit + 1`` calls arriving in one window would all have held a slot at the
 same instant, which the slot count forbids. That makes 429s impossible for a client that is alone on
 its account, at the cost of one latency per window (~0.25 % of the steady rate at 150 ms).
+
+"Alone on its account" means this process: ``../shared/contracts/klaviyo-api.md``, "Rate limits", has
+every caller of an account share its budgets, and runs one after another are separate processes. For
+the report groups (225 calls a day) the same rule is applied across processes by the report call
+ledger in the ingest database (``ledger.py``), which the client uses instead of this pacer when given.
 """
 
 from __future__ import annotations

@@ -225,6 +225,21 @@ def campaign_values(
     return metrics
 
 
+def prefetch_campaign_values(
+    client: KlaviyoClient, windows: list[tuple[Window, Window]], metric_id: str
+) -> int:
+    """Asks the values reports other partitions of a batch will need, so that they find them kept
+    (the client's ``read_cache``): the same calls, made while this run waits on the audience
+    anyway. ``windows`` are (window, metrics window) pairs; returns the report calls made."""
+    made = 0
+    for window, metrics_window in windows:
+        campaigns = sent_email_campaigns(client, window, CampaignTally())
+        if campaigns:
+            campaign_values(client, metrics_window, metric_id, [c.id for c in campaigns])
+            made += len(list(chunks([c.id for c in campaigns])))
+    return made
+
+
 def _reconciliation(
     tally: CampaignTally, written: list[SentCampaign], metrics: dict[tuple[str, str], dict[str, Any]]
 ) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from klaviyo_dagster.producers.reports import (
     contains_any,
     equals,
     grouping,
-    query_report,
     report_body,
     series_days,
     series_values,
 )
+from klaviyo_dagster.producers.shared import SharedFetches, series_report
 from klaviyo_dagster.producers.window import Window
 
 FLOWS_HEADER = (
@@ -96,9 +96,17 @@ class SeriesRow:
 
 
 def write_flows_csv(
-    client: KlaviyoClient, options: SyncOptions, window: Window, metric_id: str, out: TextIO
+    client: KlaviyoClient,
+    options: SyncOptions,
+    window: Window,
+    metric_id: str,
+    out: TextIO,
+    shared: SharedFetches | None = None,
 ) -> CsvSummary:
     """Writes flows.csv for ``window`` to ``out`` and returns its summary with the reconciliation.
+
+    With ``shared``, the series report may come from (or be asked for over) the windows of the
+    account's other partitions of the day (``producers/shared.py``); the file is the same.
 
     Raises KlaviyoError (including KlaviyoDataError for a non-numeric statistic) rather than write
     a partial file.
@@ -109,7 +117,7 @@ def write_flows_csv(
     report: list[SeriesRow] = []
     defined: list[FlowMessage] = []
     if flows:
-        report = flow_series(client, window, metric_id, list(flows))
+        report = flow_series(client, window, metric_id, list(flows), shared)
         if options.enrich_message_names:
             defined = [
                 m for flow_id, name in flows.items() for m in flow_email_messages(client, flow_id, name)
@@ -172,27 +180,45 @@ def _email_sends(node: Any) -> Iterator[dict[str, Any]]:
 
 
 def flow_series(
-    client: KlaviyoClient, window: Window, metric_id: str, flow_ids: list[str]
+    client: KlaviyoClient,
+    window: Window,
+    metric_id: str,
+    flow_ids: list[str],
+    shared: SharedFetches | None = None,
 ) -> list[SeriesRow]:
-    """One daily series report for the window, filtered to the flows and the email channel."""
-    body = report_body(
-        "flow-series-report",
-        statistics=FLOW_STATISTICS,
-        timeframe=window.timeframe(),
-        conversion_metric_id=metric_id,
-        group_by=("flow_id", "flow_message_id", "send_channel"),
-        filter_=all_of(contains_any("flow_id", flow_ids), equals("send_channel", "email")),
-        interval="daily",
-    )
-    rows, date_times = query_report(client, SERIES_PATH, body)
-    days = series_days(date_times, window.tz, SERIES_PATH)
+    """The window's rows of one daily series report, filtered to the flows and the email channel.
+
+    The report may cover more days than the window (one call shared by a batch of partitions):
+    only the window's days are kept, and a row only when it had activity in them, as Klaviyo would
+    answer for the window alone.
+    """
+
+    def body_for(asked: Window) -> dict[str, object]:
+        return report_body(
+            "flow-series-report",
+            statistics=FLOW_STATISTICS,
+            timeframe=asked.timeframe(),
+            conversion_metric_id=metric_id,
+            group_by=("flow_id", "flow_message_id", "send_channel"),
+            filter_=all_of(contains_any("flow_id", flow_ids), equals("send_channel", "email")),
+            interval="daily",
+        )
+
+    report = series_report(client, SERIES_PATH, body_for, window, shared)
+    days = series_days(report.date_times, window.tz, SERIES_PATH)
+    # Days the report was asked for that belong to other partitions; any other day is kept, so that
+    # a day Klaviyo put outside what was asked shows in the reconciliation instead of vanishing.
+    others = {day.isoformat() for day in report.window.days} - {day.isoformat() for day in window.days}
     series: dict[tuple[str, str, str], SeriesRow] = {}
-    for row in rows:
+    for row in report.rows:
         per_day: dict[str, dict[str, float]] = {}
         for name, values in row.statistics.items():
             # An array may be shorter than date_times, or null: the missing days are 0.
             for day, value in zip(days, series_values(values, days, name, SERIES_PATH), strict=False):
-                per_day.setdefault(day, {})[name] = value
+                if day not in others:
+                    per_day.setdefault(day, {})[name] = value
+        if report.window != window and not _active(per_day):
+            continue
         channel = row.groupings.get("send_channel", "email")  # asked for; absent = the filter's email
         key = (grouping(row, "flow_id", SERIES_PATH), grouping(row, "flow_message_id", SERIES_PATH))
         found = SeriesRow(*key, str(channel).lower(), per_day)
@@ -204,6 +230,10 @@ def flow_series(
             )
         series[(*key, found.channel)] = found
     return list(series.values())
+
+
+def _active(per_day: dict[str, dict[str, float]]) -> bool:
+    return any(value for stats in per_day.values() for value in stats.values())
 
 
 def _selected_messages(

@@ -8,8 +8,10 @@ are looked up once per session and only by the files that need them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -20,7 +22,11 @@ from typing import Any, TextIO
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoDataError, KlaviyoError
 from klaviyo_dagster.producers.account import AccountTimezone, account_timezone, conversion_metric_id
-from klaviyo_dagster.producers.campaigns import CAMPAIGNS_HEADER, write_campaigns_csv
+from klaviyo_dagster.producers.campaigns import (
+    CAMPAIGNS_HEADER,
+    prefetch_campaign_values,
+    write_campaigns_csv,
+)
 from klaviyo_dagster.producers.csvfile import CsvSummary, csv_line
 from klaviyo_dagster.producers.flows import FLOWS_HEADER, write_flows_csv
 from klaviyo_dagster.producers.options import SyncOptions
@@ -30,8 +36,11 @@ from klaviyo_dagster.producers.reconcile import (
     reconcile_flows,
     reconcile_subscribers,
 )
+from klaviyo_dagster.producers.shared import SharedFetches, audience_record_key, file_digest
 from klaviyo_dagster.producers.subscribers import SUBSCRIBER_HEADERS, write_subscribers_csv
 from klaviyo_dagster.producers.window import Window
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,10 +70,22 @@ class SyncFailed(Exception):
 class SyncSession:
     """Builds the files of one (account, partition date) with one Klaviyo client."""
 
-    def __init__(self, client: KlaviyoClient, options: SyncOptions, partition_date: date) -> None:
+    def __init__(
+        self,
+        client: KlaviyoClient,
+        options: SyncOptions,
+        partition_date: date,
+        shared: SharedFetches | None = None,
+    ) -> None:
+        """``shared``: what the account's other partitions of the day fetched, and may reuse
+        (``producers/shared.py``); None asks Klaviyo for everything."""
         self.client = client
         self.options = options.effective()
         self.partition_date = partition_date
+        self.shared = shared
+        self.audience_reused = False  # subscribers.csv came from the day's first run of the account
+        if shared is not None:
+            client.read_cache = shared.reads
 
     @cached_property
     def timezone(self) -> AccountTimezone:
@@ -107,6 +128,62 @@ class SyncSession:
         The files go to one folder of their own (``work_folder()``), where files a killed run left
         behind (a partial audience holds email addresses) are removed once ``STALE_AFTER`` old.
         """
+        if file is SUBSCRIBERS and self.shared is not None:
+            return self._shared_audience(file, self.shared)
+        built = self._build(file)
+        if file is CAMPAIGNS and self.shared is not None and self.shared.batch_dates:
+            self._prefetch_campaign_values(self.shared)
+        return built
+
+    def _prefetch_campaign_values(self, shared: SharedFetches) -> None:
+        """The values reports of the batch's next dates (``PREFETCH_DATES`` of them), made while the
+        audience scan keeps this run busy; a failure is left for the date's own run to meet."""
+        dates = sorted(shared.batch_dates, key=lambda d: abs((d - self.partition_date).days))[:PREFETCH_DATES]
+        windows = [
+            (
+                Window.ending_on(day, self.options.days, self.timezone.name),
+                Window.ending_on(day, self.options.campaign_metrics_days, self.timezone.name),
+            )
+            for day in dates
+        ]
+        try:
+            prefetch_campaign_values(self.client, windows, self.metric_id)
+        except KlaviyoError as exc:
+            log.warning("values reports of the batch's other dates not prefetched: %s", exc)
+
+    def _shared_audience(self, file: CsvFile, shared: SharedFetches) -> tuple[Path, CsvSummary]:
+        """subscribers.csv as the account's first run of the day published it, else built here.
+
+        The record names where the file is published and its SHA-256: a file that is missing (its
+        run failed before publishing) or changed since (a rerun of that date) is built again.
+        """
+        key = audience_record_key(self.audience_options().items())
+        kept = shared.responses.get(key)
+        if kept is not None:
+            path = work_folder() / f"{uuid.uuid4().hex}-{file.filename}"
+            try:
+                shared.files.download(kept["object"], path)
+                if file_digest(path) == kept["sha256"]:
+                    self.audience_reused = True
+                    return path, CsvSummary(kept["rows"], tuple(kept["preview"]), kept["reconciliation"])
+            except Exception as exc:  # any storage failure: building the file again is always right
+                log.info(
+                    "the day's first %s is not readable (%s); building it", file.filename, type(exc).__name__
+                )
+            path.unlink(missing_ok=True)
+        path, summary = self._build(file)
+        if shared.audience_key is not None:
+            record = {
+                "object": shared.audience_key,
+                "sha256": file_digest(path),
+                "rows": summary.rows,
+                "preview": list(summary.preview),
+                "reconciliation": dict(summary.reconciliation),
+            }
+            shared.responses.put(key, record)
+        return path, summary
+
+    def _build(self, file: CsvFile) -> tuple[Path, CsvSummary]:
         folder = work_folder()
         remove_stale_files(folder, older_than=STALE_AFTER)
         with tempfile.NamedTemporaryFile(
@@ -119,6 +196,15 @@ class SyncSession:
                 path.unlink(missing_ok=True)
                 raise
 
+    def audience_options(self) -> dict[str, object]:
+        """The options subscribers.csv depends on (the audience is as of the run, not of the date)."""
+        keys = ("audience_schema", "audience_page_size", "audience_max_pages")
+        return {key: getattr(self.options, key) for key in keys}
+
+
+# Values reports a run asks ahead for its batch: at 2 a minute, 29 take about as long as a mid
+# store's audience scan (contracts/klaviyo-api.md, "Rate limits"), which the run waits for anyway.
+PREFETCH_DATES = 29
 
 # A file being built is never this old: the longest sync is hours, not a day.
 STALE_AFTER = timedelta(hours=24)
@@ -147,7 +233,7 @@ FLOWS = CsvFile(
     "flows",
     "flows.csv",
     "FlowSyncFailed",
-    lambda s, out: write_flows_csv(s.client, s.options, s.window, s.metric_id, out),
+    lambda s, out: write_flows_csv(s.client, s.options, s.window, s.metric_id, out, s.shared),
     lambda options: FLOWS_HEADER,
     reconcile_flows,
 )

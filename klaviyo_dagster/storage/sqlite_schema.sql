@@ -73,3 +73,20 @@ create table if not exists klaviyo_account_timezones (
   source text not null check (source in ('discovery', 'run')),
   updated_at text not null default current_timestamp
 );
+
+-- supabase/migrations/20261202000000_klaviyo_report_calls.sql (Postgres keeps it in schema
+-- klaviyo_dagster): the report call ledger, times as UTC text 'YYYY-MM-DDTHH:MM:SS.ffffffZ'.
+create table if not exists klaviyo_report_calls (
+  id integer primary key autoincrement,
+  account_id text not null,
+  rate_limit_group text not null,
+  sent_at text not null,
+  released_at text,
+  run_id text
+);
+
+create index if not exists klaviyo_report_calls_key_sent_at_idx
+  on klaviyo_report_calls (account_id, rate_limit_group, sent_at);
+
+-- supabase/migrations/20261205000000_snapshot_series_by_date.sql: a snapshot's series rows by date.
+create index if not exists snapshot_series_snapshot_date_idx on snapshot_series (snapshot_id, date);

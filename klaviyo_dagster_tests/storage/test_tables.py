@@ -154,7 +154,7 @@ def test_this_projects_own_tables_stay_off_the_dashboards_public_schema(clean_po
                 "select tablename from pg_tables where schemaname = 'klaviyo_dagster'"
             )
         }
-    assert own == {"account_timezones", "trigger_idempotency"}
+    assert own == {"account_timezones", "trigger_idempotency", "klaviyo_report_calls", "klaviyo_fetch_cache"}
     assert not own & public
     assert tables.account_timezones() == {}
 

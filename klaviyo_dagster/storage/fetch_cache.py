@@ -1,0 +1,134 @@
+"""The fetch cache: Klaviyo answers one account's runs of one UTC day share (``producers/shared.py``).
+
+Rows of ``(account, UTC day, key) -> JSON`` in the ingest database (Postgres:
+``klaviyo_dagster.klaviyo_fetch_cache``, ``supabase/migrations/*_klaviyo_fetch_cache.sql``; the local
+store's SQLite file gets its table on first use). Only the current UTC day is read; each run first
+deletes the account's rows of earlier days, so the table holds one day per account. Nothing is
+added to the bucket: the day's subscribers.csv is read back from the upload folder it was published
+to. The rows hold what a run read from Klaviyo (names, numbers; never a key or an email address).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Mapping, Sequence
+from contextlib import closing, suppress
+from datetime import UTC, date, datetime
+from typing import Any
+
+import psycopg
+
+from klaviyo_dagster.producers.shared import SharedFetches
+from klaviyo_dagster.storage.objects import ObjectStore
+from klaviyo_dagster.storage.tables import Dialect, SqliteDialect
+
+POSTGRES_TABLE = "klaviyo_dagster.klaviyo_fetch_cache"
+SQLITE_TABLE = "klaviyo_fetch_cache"
+SQLITE_DDL = f"""
+create table if not exists {SQLITE_TABLE} (
+  account_id text not null,
+  fetched_on text not null,
+  cache_key text not null,
+  payload text not null,
+  created_at text not null,
+  primary key (account_id, fetched_on, cache_key)
+)
+"""
+
+
+class FetchCacheNotMigrated(Exception):
+    """The Postgres table is missing: run ``python -m klaviyo_dagster migrate``."""
+
+
+class FetchCache:
+    """The cache rows of one account and UTC day (a ``producers.shared.ResponseStore``)."""
+
+    def __init__(self, dialect: Dialect, account_id: str, day: date) -> None:
+        self._dialect = dialect
+        self._sqlite = isinstance(dialect, SqliteDialect)
+        self._table = SQLITE_TABLE if self._sqlite else POSTGRES_TABLE
+        self.account_id = account_id
+        self.day = day
+        self._pruned = False
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        rows = self._run(
+            f"select payload from {self._table} where account_id = ? and fetched_on = ? and cache_key = ?",  # noqa: S608  # nosec B608  # only the constant table name is interpolated
+            (self.account_id, self._day(), key),
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        self._run(
+            f"insert into {self._table} (account_id, fetched_on, cache_key, payload, created_at) "  # noqa: S608  # nosec B608
+            "values (?, ?, ?, ?, ?) on conflict (account_id, fetched_on, cache_key) "
+            "do update set payload = excluded.payload, created_at = excluded.created_at",
+            (self.account_id, self._day(), key, json.dumps(value), self._now()),
+        )
+
+    def keys(self, prefix: str) -> list[str]:
+        rows = self._run(
+            f"select cache_key from {self._table} where account_id = ? and fetched_on = ? "  # noqa: S608  # nosec B608
+            "and cache_key like ? order by cache_key",
+            (self.account_id, self._day(), _like_prefix(prefix)),
+        )
+        return [str(row[0]) for row in rows]
+
+    def remove_earlier_days(self) -> int:
+        """Deletes the account's rows of days before this one; returns how many."""
+        rows = self._run(
+            f"delete from {self._table} where account_id = ? and fetched_on < ? returning cache_key",  # noqa: S608  # nosec B608
+            (self.account_id, self._day()),
+        )
+        return len(rows)
+
+    def _day(self) -> date | str:
+        return self.day.isoformat() if self._sqlite else self.day
+
+    def _now(self) -> datetime | str:
+        now = datetime.now(UTC)
+        return now.isoformat() if self._sqlite else now
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One statement in its own transaction; the rows it returned."""
+        with closing(self._dialect.connect()) as connection:
+            try:
+                if self._sqlite:
+                    connection.execute(SQLITE_DDL)
+                cursor = connection.execute(self._dialect.sql(sql), params)
+                rows = list(cursor.fetchall()) if cursor.description else []
+                connection.commit()
+            except psycopg.errors.UndefinedTable:
+                raise FetchCacheNotMigrated(
+                    f"The table {POSTGRES_TABLE} does not exist: run `python -m klaviyo_dagster migrate`"
+                ) from None
+            except BaseException:
+                with suppress(psycopg.Error, sqlite3.Error):
+                    connection.rollback()
+                raise
+        return rows
+
+
+def _like_prefix(prefix: str) -> str:
+    if not re.fullmatch(r"[a-z0-9:-]*", prefix):  # nothing LIKE would read as a wildcard
+        raise ValueError(f"a cache key prefix is letters, digits, ':' and '-' only, got {prefix!r}")
+    return prefix + "%"
+
+
+def shared_fetches(
+    dialect: Dialect,
+    objects: ObjectStore,
+    account_id: str,
+    audience_key: str | None = None,
+    batch_dates: frozenset[date] = frozenset(),
+    today: date | None = None,
+) -> SharedFetches:
+    """The account's fetch cache for today (UTC), after removing its earlier days' rows.
+
+    ``audience_key``: where this partition's subscribers.csv will be published.
+    """
+    cache = FetchCache(dialect, account_id, today or datetime.now(UTC).date())
+    cache.remove_earlier_days()
+    return SharedFetches(cache, objects, audience_key, batch_dates)
