@@ -31,6 +31,8 @@ from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import TIMEZONE_FROM_RUN, IngestTables
 
 INGEST_GROUP = "klaviyo_ingest"
+# Tags Dagster puts on the runs it launches by itself: a schedule's, a sensor's, a backfill's.
+AUTOMATION_TAGS = ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")
 FLOWS_CSV = dg.AssetKey("flows_csv")
 CAMPAIGNS_CSV = dg.AssetKey("campaigns_csv")
 SUBSCRIBERS_CSV = dg.AssetKey("subscribers_csv")
@@ -101,8 +103,11 @@ def _shared(context: dg.AssetExecutionContext, store: IngestStore, account_id: s
     """
     batch = pending_dates(context.instance, context.run, account_id, context.asset_key)
     audience = object_key(context.partition_key, SUBSCRIBERS_CSV.path[-1])
+    # A run someone launched by hand for one date (the UI, the trigger) reads everything afresh: a
+    # rerun is usually asked for to pick up what changed in Klaviyo. Automated runs and batches share.
+    reuse = bool(batch) or any(tag in context.run.tags for tag in AUTOMATION_TAGS)
     try:
-        return shared_fetches(store.tables.dialect, store.objects, account_id, audience, batch)
+        return shared_fetches(store.tables.dialect, store.objects, account_id, audience, batch, reuse=reuse)
     except FetchCacheNotMigrated as exc:
         context.log.warning(f"{exc}; this run fetches everything itself")
     except Exception as exc:  # any database failure: see the docstring

@@ -40,6 +40,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -54,6 +55,7 @@ from klaviyo_dagster.klaviyo.errors import (
     KlaviyoDisabledError,
     KlaviyoError,
     KlaviyoErrorDetail,
+    KlaviyoQuotaWouldWait,
     KlaviyoRequestError,
     KlaviyoThrottledError,
     KlaviyoUnavailableError,
@@ -125,6 +127,12 @@ class ReadCache(Protocol):
     def remember(self, method: str, path: str, query: str, document: Mapping[str, Any]) -> None: ...
 
 
+def _refuse_daily_wait(group: str, wait_seconds: float, used: int, limit: int) -> None:
+    raise KlaviyoQuotaWouldWait(
+        f"{used} of {limit} daily report calls used; the next frees in {wait_seconds:.0f} s", endpoint=group
+    )
+
+
 class KlaviyoClient:
     """Talks to one Klaviyo account. Use as a context manager, or call ``close()``."""
 
@@ -171,7 +179,8 @@ class KlaviyoClient:
         self.stats = ClientStats()
         # Answers other runs of the account already had today (producers/shared.py); None: always ask.
         self.read_cache: ReadCache | None = None
-        self.answers_reused = 0  # GETs answered by read_cache: not calls, so not in ``stats``
+        self.answers_reused = 0  # answers from read_cache: not calls, so not in ``stats``
+        self._daily_waits = True
         # Klaviyo's limits are per account: every client of one account in this process paces together.
         self._account_fingerprint = hashlib.sha256(f"{self.base_url} {self._api_key}".encode()).hexdigest()
         self._http = httpx.Client(
@@ -198,6 +207,17 @@ class KlaviyoClient:
 
     def close(self) -> None:
         self._http.close()
+
+    @contextmanager
+    def without_daily_waits(self) -> Iterator[None]:
+        """Inside, a report call that would wait for the account's daily quota (in the ledger) raises
+        ``KlaviyoQuotaWouldWait`` instead: for calls made ahead for other runs, which must not keep
+        this one waiting."""
+        self._daily_waits = False
+        try:
+            yield
+        finally:
+            self._daily_waits = True
 
     # --- single calls ----------------------------------------------------------------------------
 
@@ -347,8 +367,8 @@ class KlaviyoClient:
                 group,
                 limit,
                 max_wait_seconds=self.retry.max_wait_seconds,
-                on_long_wait=self._on_long_wait,
-                on_resume=self._on_resume,
+                on_long_wait=self._on_long_wait if self._daily_waits else _refuse_daily_wait,
+                on_resume=self._on_resume if self._daily_waits else None,
             )
         except CallLedgerError as exc:
             if self._ledger is not None:

@@ -112,3 +112,7 @@ class KlaviyoDataError(KlaviyoError):
     """Klaviyo answered, but with data that cannot be written faithfully (e.g. a report statistic
     that is not a number, or a response shape the spec does not allow). Not retried: the same call
     gives the same data, so the file fails with the value named rather than write a wrong number."""
+
+
+class KlaviyoQuotaWouldWait(KlaviyoThrottledError):
+    """A call asked not to wait for the daily quota (``KlaviyoClient.without_daily_waits``) would have."""

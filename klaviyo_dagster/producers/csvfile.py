@@ -7,6 +7,8 @@ output, so numbers are written the way JavaScript's ``String(n)`` writes them (`
 
 from __future__ import annotations
 
+import csv
+import itertools
 import math
 import re
 import shutil
@@ -14,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TextIO
 
 _MUST_QUOTE = frozenset('",\r\n')
@@ -90,6 +93,13 @@ PREVIEW_ROWS = 2
 # Reading our files back (reconciliation, snapshot metrics): names and long custom values may exceed
 # the csv module's 128 KiB field default.
 READ_FIELD_SIZE_LIMIT = 16 * 1024 * 1024
+
+
+def read_preview(path: Path) -> tuple[str, ...]:
+    """The header and first ``PREVIEW_ROWS`` records of one of our files, as ``CsvWriter`` wrote them."""
+    csv.field_size_limit(READ_FIELD_SIZE_LIMIT)
+    with path.open(encoding="utf-8", newline="") as file:
+        return tuple(csv_line(record) for record in itertools.islice(csv.reader(file), PREVIEW_ROWS + 1))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from klaviyo_dagster.producers.campaigns import (
     prefetch_campaign_values,
     write_campaigns_csv,
 )
-from klaviyo_dagster.producers.csvfile import CsvSummary, csv_line
+from klaviyo_dagster.producers.csvfile import CsvSummary, csv_line, read_preview
 from klaviyo_dagster.producers.flows import FLOWS_HEADER, write_flows_csv
 from klaviyo_dagster.producers.options import SyncOptions
 from klaviyo_dagster.producers.reconcile import (
@@ -137,7 +137,8 @@ class SyncSession:
 
     def _prefetch_campaign_values(self, shared: SharedFetches) -> None:
         """The values reports of the batch's next dates (``PREFETCH_DATES`` of them), made while the
-        audience scan keeps this run busy; a failure is left for the date's own run to meet."""
+        audience scan keeps this run busy. Only while the daily quota has room: this run never waits
+        for another date's call, and a failure is left for that date's own run to meet."""
         dates = sorted(shared.batch_dates, key=lambda d: abs((d - self.partition_date).days))[:PREFETCH_DATES]
         windows = [
             (
@@ -147,9 +148,10 @@ class SyncSession:
             for day in dates
         ]
         try:
-            prefetch_campaign_values(self.client, windows, self.metric_id)
-        except KlaviyoError as exc:
-            log.warning("values reports of the batch's other dates not prefetched: %s", exc)
+            with self.client.without_daily_waits():
+                prefetch_campaign_values(self.client, windows, self.metric_id)
+        except KlaviyoError as exc:  # the date's own run asks again, and waits if it must
+            log.info("values reports of the batch's other dates not all asked ahead: %s", exc)
 
     def _shared_audience(self, file: CsvFile, shared: SharedFetches) -> tuple[Path, CsvSummary]:
         """subscribers.csv as the account's first run of the day published it, else built here.
@@ -165,7 +167,7 @@ class SyncSession:
                 shared.files.download(kept["object"], path)
                 if file_digest(path) == kept["sha256"]:
                     self.audience_reused = True
-                    return path, CsvSummary(kept["rows"], tuple(kept["preview"]), kept["reconciliation"])
+                    return path, CsvSummary(kept["rows"], read_preview(path), kept["reconciliation"])
             except Exception as exc:  # any storage failure: building the file again is always right
                 log.info(
                     "the day's first %s is not readable (%s); building it", file.filename, type(exc).__name__
@@ -173,11 +175,10 @@ class SyncSession:
             path.unlink(missing_ok=True)
         path, summary = self._build(file)
         if shared.audience_key is not None:
-            record = {
+            record = {  # counts only: the preview (email addresses) is read back from the file
                 "object": shared.audience_key,
                 "sha256": file_digest(path),
                 "rows": summary.rows,
-                "preview": list(summary.preview),
                 "reconciliation": dict(summary.reconciliation),
             }
             shared.responses.put(key, record)

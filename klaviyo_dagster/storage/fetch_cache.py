@@ -3,20 +3,23 @@
 Rows of ``(account, UTC day, key) -> JSON`` in the ingest database (Postgres:
 ``klaviyo_dagster.klaviyo_fetch_cache``, ``supabase/migrations/*_klaviyo_fetch_cache.sql``; the local
 store's SQLite file gets its table on first use). Only the current UTC day is read; each run first
-deletes the account's rows of earlier days, so the table holds one day per account. Nothing is
-added to the bucket: the day's subscribers.csv is read back from the upload folder it was published
-to. The rows hold what a run read from Klaviyo (names, numbers; never a key or an email address).
+deletes its account's rows of earlier days and every account's rows older than yesterday, so the
+table holds at most two days. Nothing is added to the bucket: the day's subscribers.csv is read back
+from the upload folder it was published to, and its record holds counts only. The rows hold what a
+run read from Klaviyo about the account (flow and campaign definitions, sender addresses included,
+report numbers), never a key or a subscriber's data.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing, suppress
-from datetime import UTC, date, datetime
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -24,6 +27,8 @@ from klaviyo_dagster.producers.shared import SharedFetches
 from klaviyo_dagster.storage.objects import ObjectStore
 from klaviyo_dagster.storage.tables import Dialect, SqliteDialect
 
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 POSTGRES_TABLE = "klaviyo_dagster.klaviyo_fetch_cache"
 SQLITE_TABLE = "klaviyo_fetch_cache"
 SQLITE_DDL = f"""
@@ -77,10 +82,13 @@ class FetchCache:
         return [str(row[0]) for row in rows]
 
     def remove_earlier_days(self) -> int:
-        """Deletes the account's rows of days before this one; returns how many."""
+        """Deletes this account's rows of days before this one, and every account's rows older than
+        yesterday (an account no longer synced leaves nothing behind for long); returns how many."""
+        yesterday = self.day - timedelta(days=1)
         rows = self._run(
-            f"delete from {self._table} where account_id = ? and fetched_on < ? returning cache_key",  # noqa: S608  # nosec B608
-            (self.account_id, self._day()),
+            f"delete from {self._table} where (account_id = ? and fetched_on < ?) or fetched_on < ? "  # noqa: S608  # nosec B608
+            "returning cache_key",
+            (self.account_id, self._day(), yesterday.isoformat() if self._sqlite else yesterday),
         )
         return len(rows)
 
@@ -124,11 +132,43 @@ def shared_fetches(
     audience_key: str | None = None,
     batch_dates: frozenset[date] = frozenset(),
     today: date | None = None,
+    *,
+    reuse: bool = True,
 ) -> SharedFetches:
     """The account's fetch cache for today (UTC), after removing its earlier days' rows.
 
-    ``audience_key``: where this partition's subscribers.csv will be published.
+    ``audience_key``: where this partition's subscribers.csv will be published. ``reuse=False``: this
+    run reads nothing from the cache (it asks Klaviyo afresh) but leaves what it read for the others.
+    Raises the database's error if the cache cannot be opened; once open, a failing read is a miss
+    and a failing write is skipped, with a warning naming the error's type only.
     """
     cache = FetchCache(dialect, account_id, today or datetime.now(UTC).date())
     cache.remove_earlier_days()
-    return SharedFetches(cache, objects, audience_key, batch_dates)
+    return SharedFetches(_Tolerant(cache, reads=reuse), objects, audience_key, batch_dates)
+
+
+class _Tolerant:
+    """A cache that never fails the files: sharing only saves calls (a ``ResponseStore``)."""
+
+    def __init__(self, cache: FetchCache, *, reads: bool) -> None:
+        self._cache = cache
+        self._reads = reads
+        self._warned = False
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._safely(lambda: self._cache.get(key), None) if self._reads else None
+
+    def put(self, key: str, value: Mapping[str, Any]) -> None:
+        self._safely(lambda: self._cache.put(key, value), None)
+
+    def keys(self, prefix: str) -> list[str]:
+        return self._safely(lambda: self._cache.keys(prefix), []) if self._reads else []
+
+    def _safely(self, action: Callable[[], T], fallback: T) -> T:
+        try:
+            return action()
+        except Exception as exc:  # any database failure: see the class docstring
+            if not self._warned:
+                self._warned = True
+                log.warning("the fetch cache failed (%s); asking Klaviyo instead", type(exc).__name__)
+            return fallback

@@ -22,6 +22,7 @@ from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
 
 OTHER_ACCOUNT = "6c1d8b4f-3a5e-4d2b-8f9c-2e3d4c5b6a71"
 DAY = date(2026, 3, 9)
+CATCH_UP = {"dagster/sensor_name": "klaviyo_catch_up_sensor"}  # as Dagster tags a sensor's runs
 
 
 def _run(
@@ -98,6 +99,7 @@ def test_runs_of_one_account_on_one_day_share_what_they_read_and_write_the_same_
             instance=instance,
             resources=resources,
             run_config={"ops": {a.key.path[-1]: {"config": {"share_fetches": share}} for a in INGEST_ASSETS}},
+            tags=CATCH_UP,
         )
         assert result.success
         folder = next((data_dir / "objects" / "preauth-uploads").glob("*/flows.csv")).parent.parent
@@ -125,6 +127,33 @@ def test_runs_of_one_account_on_one_day_share_what_they_read_and_write_the_same_
         assert metadata["flows_csv"]["klaviyo_answers_reused"] > 0
         assert "first run" in metadata["subscribers_csv"]["klaviyo_window"]
         assert "query_flow_series" not in metadata["flows_csv"]["klaviyo_calls_by_group"]
+        assert metadata["subscribers_csv"]["preview"] == shared[dates[0]][1]["subscribers_csv"]["preview"]
+
+
+def test_a_date_launched_by_hand_reads_klaviyo_afresh_but_an_automated_one_shares(
+    tiny_store_env, instance, resources
+) -> None:
+    """A rerun someone asks for is usually meant to pick up what changed in Klaviyo."""
+
+    def reused(tags: dict[str, str]) -> int:
+        result = dg.materialize(
+            [*INGEST_ASSETS, snapshot],
+            partition_key=partition_key(ACCOUNT_ID, PARTITION_DATE),
+            instance=instance,
+            resources=resources,
+            tags=tags,
+        )
+        assert result.success
+        return sum(
+            m.metadata["klaviyo_answers_reused"].value
+            for node in ("flows_csv", "campaigns_csv")
+            for m in result.asset_materializations_for_node(node)
+        )
+
+    assert reused({}) == 0  # the first run of the day: nothing to reuse yet
+    assert reused({}) == 0  # by hand, again: afresh
+    assert reused(CATCH_UP) > 0
+    assert reused({"dagster/schedule_name": "klaviyo_complete_days_schedule"}) > 0
 
 
 def _derived_rows_of_newest(store_resource, newest: date) -> tuple[object, ...]:
@@ -152,6 +181,7 @@ def test_the_newest_snapshot_holds_the_same_history_whatever_order_the_dates_ran
                 partition_key=partition_key(ACCOUNT_ID, day),
                 instance=instance,
                 resources=resources,
+                tags=CATCH_UP,
             )
             assert result.success
         newest[order] = _derived_rows_of_newest(store, max(dates))

@@ -17,7 +17,7 @@ import pytest
 
 import klaviyo_dagster.klaviyo.client as client_module
 from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
-from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoThrottledError
+from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoQuotaWouldWait, KlaviyoThrottledError
 from klaviyo_dagster.klaviyo.ledger import ReportCallLedger
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimulatorServer
 from klaviyo_dagster.storage.call_ledger import SqlCallLedgerStore
@@ -268,3 +268,25 @@ def test_a_429_for_the_daily_quota_spent_by_someone_else_still_fails_clearly(
             client.post(SERIES, body)
 
     assert report_statuses(sim) == [200, 429]
+
+
+def test_calls_asked_ahead_for_other_runs_never_wait_for_the_daily_quota(ledger_store, account) -> None:
+    """``without_daily_waits`` (the values reports a run asks ahead for its batch): a full day is
+    refused at once, without announcing a wait, and the client waits again outside it."""
+    clock = FakeClock()
+    ledger = ReportCallLedger(
+        ledger_store, account, limit_overrides={GROUP: {"daily": 1}}, clock=clock, sleep=clock.sleep
+    )
+    waits = LongWaits()
+    sent_at: list[float] = []
+    with offline_client(
+        ledger, sent_at, retry=RetryPolicy(max_wait_seconds=600), on_long_wait=waits.on_long_wait
+    ) as client:
+        client.post(SERIES, {})
+        with client.without_daily_waits(), pytest.raises(KlaviyoQuotaWouldWait, match="1 of 1 daily"):
+            client.post(SERIES, {})
+        assert sent_at == [START] and waits.events == [] and clock.slept == []
+
+        client.post(SERIES, {})  # its own call: waits for the day, as before
+
+    assert len(sent_at) == 2 and waits.events[0][0] == "wait"

@@ -4,6 +4,7 @@ definition and one flow-series call per 60 days of windows."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
@@ -80,6 +81,10 @@ def test_a_batch_built_with_shared_fetches_writes_the_same_bytes_with_one_scan(
         together[day] = _files(sim, day, options, _shared(tmp_path, day, dates[n + 1 :]))
 
     assert together == alone
+    emails = {line.split(b",")[0] for line in alone[dates[0]]["subscribers.csv"].splitlines()[1:]}
+    kept = FetchCache(SqliteDialect(tmp_path / "ingest.sqlite"), ACCOUNT, TODAY)
+    cached = b"".join(json.dumps(kept.get(key)).encode() for key in kept.keys("audience"))
+    assert cached and not any(email and email in cached for email in emails)  # counts only, no subscriber
     calls = _operations(sim)
     assert calls["query_flow_series"] == 1  # 12 dates' windows span at most 41 days
     assert calls["get_flow"] == len([f for f in sim.account.flows if f.status == "live" and not f.archived])

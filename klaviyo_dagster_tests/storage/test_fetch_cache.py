@@ -56,3 +56,34 @@ def test_an_unmigrated_database_names_the_fix(clean_postgres: str) -> None:
             FetchCache(PostgresDialect(clean_postgres), "account-a", DAY).get("get:1")
     finally:
         IngestTables.postgres(clean_postgres).migrate()
+
+
+def test_once_open_a_failing_cache_is_a_miss_and_never_fails_the_files(
+    clean_postgres: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from klaviyo_dagster.storage.objects import LocalObjectStore
+
+    shared = shared_fetches(
+        PostgresDialect(clean_postgres), LocalObjectStore("/nonexistent"), "account-c", today=DAY
+    )
+    shared.responses.put("get:1", {"n": 1})
+    with psycopg.connect(clean_postgres, autocommit=True) as connection:
+        connection.execute("drop table klaviyo_dagster.klaviyo_fetch_cache")
+    try:
+        assert shared.responses.get("get:1") is None
+        assert shared.responses.keys("report:") == []
+        shared.responses.put("get:2", {"n": 2})
+    finally:
+        IngestTables.postgres(clean_postgres).migrate()
+    assert "the fetch cache failed (FetchCacheNotMigrated)" in caplog.text
+    assert clean_postgres not in caplog.text
+
+
+def test_a_run_that_does_not_reuse_still_leaves_what_it_read(store: IngestStore) -> None:
+    afresh = shared_fetches(store.tables.dialect, store.objects, "account-d", today=DAY, reuse=False)
+    afresh.responses.put("get:1", {"n": 1})
+
+    assert afresh.responses.get("get:1") is None
+    assert shared_fetches(store.tables.dialect, store.objects, "account-d", today=DAY).responses.get(
+        "get:1"
+    ) == {"n": 1}
