@@ -147,6 +147,22 @@ def test_other_groups_are_paced_in_process_and_never_touch_the_ledger(ledger_sto
     assert ledger_store.recorded(account, "get_flows") == []
 
 
+def test_the_account_lookup_goes_through_the_ledger_as_every_file_step_makes_it_at_once(
+    ledger_store, account
+) -> None:
+    """Three steps of one run, each its own process (client), read the account at the same moment:
+    the 1/s burst lets one through per second between them, not one per process."""
+    clock = FakeClock()
+    sent_at: list[float] = []
+    for _ in range(3):
+        ledger = ReportCallLedger(ledger_store, account, clock=clock, sleep=clock.sleep)
+        with offline_client(ledger, sent_at) as client:
+            client.get("/api/accounts")
+
+    assert len(ledger_store.recorded(account, "get_accounts")) == 3
+    assert all(later - earlier >= 1 for earlier, later in zip(sent_at, sent_at[1:], strict=False))
+
+
 def test_a_ledger_counting_time_differently_is_refused() -> None:
     ledger = ReportCallLedger(
         SqlCallLedgerStore(PostgresDialect("postgresql://unused")), ACCOUNT, time_scale=0.5
