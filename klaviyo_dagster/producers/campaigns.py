@@ -10,6 +10,7 @@ wrote no CSV quoting, put unique counts in Total Opens/Total Clicks, 0 in Bounce
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -226,13 +227,19 @@ def campaign_values(
 
 
 def prefetch_campaign_values(
-    client: KlaviyoClient, windows: list[tuple[Window, Window]], metric_id: str
+    client: KlaviyoClient,
+    windows: list[tuple[Window, Window]],
+    metric_id: str,
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> int:
     """Asks the values reports other partitions of a batch will need, so that they find them kept
     (the client's ``read_cache``): the same calls, made while this run waits on the audience
-    anyway. ``windows`` are (window, metrics window) pairs; returns the report calls made."""
+    anyway. ``windows`` are (window, metrics window) pairs, asked in order while ``keep_going()``;
+    returns the report calls made."""
     made = 0
     for window, metrics_window in windows:
+        if not keep_going():
+            break
         campaigns = sent_email_campaigns(client, window, CampaignTally())
         if campaigns:
             campaign_values(client, metrics_window, metric_id, [c.id for c in campaigns])

@@ -136,9 +136,9 @@ class SyncSession:
         return built
 
     def _prefetch_campaign_values(self, shared: SharedFetches) -> None:
-        """The values reports of the batch's next dates (``PREFETCH_DATES`` of them), made while the
-        audience scan keeps this run busy. Only while the daily quota has room: this run never waits
-        for another date's call, and a failure is left for that date's own run to meet."""
+        """The values reports of the batch's next dates (up to ``PREFETCH_DATES``), made while this
+        run's audience scan keeps it busy anyway, and only while the daily quota has room: this run
+        never waits for another date's call, and a failure is left for that date's own run."""
         dates = sorted(shared.batch_dates, key=lambda d: abs((d - self.partition_date).days))[:PREFETCH_DATES]
         windows = [
             (
@@ -147,9 +147,14 @@ class SyncSession:
             )
             for day in dates
         ]
+        audience = audience_record_key(self.audience_options().items())
         try:
             with self.client.without_daily_waits():
-                prefetch_campaign_values(self.client, windows, self.metric_id)
+                # Until this run's audience is built (its record written): after that, the calls
+                # would only delay this run, while each date's own run makes them as cheaply.
+                prefetch_campaign_values(
+                    self.client, windows, self.metric_id, lambda: shared.responses.get(audience) is None
+                )
         except KlaviyoError as exc:  # the date's own run asks again, and waits if it must
             log.info("values reports of the batch's other dates not all asked ahead: %s", exc)
 
