@@ -127,6 +127,10 @@ class ReadCache(Protocol):
     def remember(self, method: str, path: str, query: str, document: Mapping[str, Any]) -> None: ...
 
 
+# How a kept 404 is told from a kept document (a JSON:API document has no such member).
+_NOT_FOUND = "klaviyo_dagster:not_found"
+
+
 def _refuse_daily_wait(group: str, wait_seconds: float, used: int, limit: int) -> None:
     raise KlaviyoQuotaWouldWait(
         f"{used} of {limit} daily report calls used; the next frees in {wait_seconds:.0f} s", endpoint=group
@@ -240,11 +244,21 @@ class KlaviyoClient:
     def _cached(
         self, cache: ReadCache, method: str, path: str, query: str, ask: Callable[[], dict[str, Any]]
     ) -> Document:
+        """The kept answer of the request, else Klaviyo's (kept). A 404 is an answer too (a campaign
+        audience is looked up as a list first, and a segment's id is not one): it is kept, and
+        raised again as the same ``KlaviyoRequestError``."""
         kept = cache.lookup(method, path, query)
         if kept is not None:
             self.answers_reused += 1
+            if _NOT_FOUND in kept:
+                raise KlaviyoRequestError(kept[_NOT_FOUND], endpoint=f"{method} {path}", status=404)
             return Document(kept)
-        raw = ask()
+        try:
+            raw = ask()
+        except KlaviyoRequestError as exc:
+            if exc.status == 404:
+                cache.remember(method, path, query, {_NOT_FOUND: str(exc)})
+            raise
         cache.remember(method, path, query, raw)
         return Document(raw)
 

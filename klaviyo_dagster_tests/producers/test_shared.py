@@ -86,6 +86,12 @@ def test_a_batch_built_with_shared_fetches_writes_the_same_bytes_with_one_scan(
     cached = b"".join(json.dumps(kept.get(key)).encode() for key in kept.keys("audience"))
     assert cached and not any(email and email in cached for email in emails)  # counts only, no subscriber
     calls = _operations(sim)
+    reads = Counter(
+        (r.path, tuple(sorted(r.query.items())))
+        for r in sim.requests
+        if r.method == "GET" and not r.path.startswith("/api/profiles")
+    )
+    assert reads and max(reads.values()) == 1  # every as-of-the-run read once a day, 404s included
     assert calls["query_flow_series"] == 1  # 12 dates' windows span at most 41 days
     assert calls["get_flow"] == len([f for f in sim.account.flows if f.status == "live" and not f.archived])
     assert calls["get_flows"] == 1 and calls["get_accounts"] == 1 and calls["get_metrics"] == 1
