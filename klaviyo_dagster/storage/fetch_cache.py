@@ -15,17 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing, suppress
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-import psycopg
-
 from klaviyo_dagster.producers.shared import SharedFetches
 from klaviyo_dagster.storage.objects import ObjectStore
-from klaviyo_dagster.storage.tables import Dialect, SqliteDialect
+from klaviyo_dagster.storage.tables import Dialect, SqliteDialect, run_statement
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -101,22 +97,13 @@ class FetchCache:
 
     def _run(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """One statement in its own transaction; the rows it returned."""
-        with closing(self._dialect.connect()) as connection:
-            try:
-                if self._sqlite:
-                    connection.execute(SQLITE_DDL)
-                cursor = connection.execute(self._dialect.sql(sql), params)
-                rows = list(cursor.fetchall()) if cursor.description else []
-                connection.commit()
-            except psycopg.errors.UndefinedTable:
-                raise FetchCacheNotMigrated(
-                    f"The table {POSTGRES_TABLE} does not exist: run `python -m klaviyo_dagster migrate`"
-                ) from None
-            except BaseException:
-                with suppress(psycopg.Error, sqlite3.Error):
-                    connection.rollback()
-                raise
-        return rows
+        return run_statement(self._dialect, sql, params, sqlite_ddl=SQLITE_DDL, not_migrated=_not_migrated)[1]
+
+
+def _not_migrated() -> FetchCacheNotMigrated:
+    return FetchCacheNotMigrated(
+        f"The table {POSTGRES_TABLE} does not exist: run `python -m klaviyo_dagster migrate`"
+    )
 
 
 def _like_prefix(prefix: str) -> str:

@@ -329,6 +329,37 @@ def _use_wal(connection: sqlite3.Connection, attempts: int = 60) -> None:
             time.sleep(0.05)
 
 
+def run_statement(
+    dialect: Dialect,
+    sql: str,
+    params: Sequence[Any],
+    *,
+    sqlite_ddl: str,
+    not_migrated: Callable[[], Exception],
+) -> tuple[int, list[Any]]:
+    """One statement in its own short transaction on a new connection: (rows affected, rows returned).
+
+    For a project table kept outside ``IngestTables`` (trigger claims, the fetch cache): the local
+    SQLite file gets ``sqlite_ddl`` first (its table is created on first use); a Postgres table that
+    is not there raises ``not_migrated()``; any other failure rolls back and propagates.
+    """
+    with closing(dialect.connect()) as connection:
+        try:
+            if isinstance(dialect, SqliteDialect):
+                connection.execute(sqlite_ddl)
+            cursor = connection.execute(dialect.sql(sql), params)
+            rows = list(cursor.fetchall()) if cursor.description else []
+            count = cursor.rowcount
+            connection.commit()
+        except psycopg.errors.UndefinedTable:
+            raise not_migrated() from None
+        except BaseException:
+            with suppress(psycopg.Error, sqlite3.Error):  # a connection already gone: closing is all left
+                connection.rollback()
+            raise
+    return count, rows
+
+
 class IngestTables:
     """Reads and writes the dashboard's ingest tables; ``postgres(dsn)`` or ``sqlite(path)``."""
 

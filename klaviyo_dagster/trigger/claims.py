@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-
 from klaviyo_dagster.storage.store import ingest_store_from_env
-from klaviyo_dagster.storage.tables import Dialect, SqliteDialect
+from klaviyo_dagster.storage.tables import Dialect, SqliteDialect, run_statement
 
 POSTGRES_TABLE = "klaviyo_dagster.trigger_idempotency"
 SQLITE_TABLE = "klaviyo_trigger_idempotency"
@@ -169,28 +165,13 @@ class IdempotencyClaims:
 
     def _run(self, sql: str, params: Sequence[Any]) -> tuple[int, list[Any]]:
         """One statement in its own transaction: (rows affected, rows returned)."""
-        with closing(self._dialect.connect()) as connection:
-            try:
-                if self._sqlite:
-                    connection.execute(SQLITE_DDL)  # the local store's table, created on first use
-                cursor = connection.execute(self._dialect.sql(sql), params)
-                rows = list(cursor.fetchall()) if cursor.description else []
-                count = cursor.rowcount
-                connection.commit()
-            except psycopg.errors.UndefinedTable:
-                raise ClaimsNotMigrated(
-                    f"The table {POSTGRES_TABLE} does not exist: run `python -m klaviyo_dagster migrate`"
-                ) from None
-            except BaseException:
-                _rollback(connection)
-                raise
-        return count, rows
+        return run_statement(self._dialect, sql, params, sqlite_ddl=SQLITE_DDL, not_migrated=_not_migrated)
 
 
-def _rollback(connection: Any) -> None:
-    """Rolls back, ignoring a connection already gone (closing it is all that is left)."""
-    with suppress(psycopg.Error, sqlite3.Error):
-        connection.rollback()
+def _not_migrated() -> ClaimsNotMigrated:
+    return ClaimsNotMigrated(
+        f"The table {POSTGRES_TABLE} does not exist: run `python -m klaviyo_dagster migrate`"
+    )
 
 
 def _dumps(parameters: Mapping[str, Any]) -> str:
