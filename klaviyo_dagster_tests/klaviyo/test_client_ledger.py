@@ -8,6 +8,7 @@ real HTTP against the simulator count 429s and failures, never durations.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from pathlib import Path
@@ -160,7 +161,7 @@ def test_the_account_lookup_goes_through_the_ledger_as_every_file_step_makes_it_
             client.get("/api/accounts")
 
     assert len(ledger_store.recorded(account, "get_accounts")) == 3
-    assert all(later - earlier >= 1 for earlier, later in zip(sent_at, sent_at[1:], strict=False))
+    assert all(later - earlier >= 1 for earlier, later in itertools.pairwise(sent_at))
 
 
 def test_a_ledger_counting_time_differently_is_refused() -> None:
