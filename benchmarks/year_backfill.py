@@ -101,7 +101,6 @@ def main() -> None:
                 run = instance.get_run_by_id(waiting[day])
                 assert run is not None  # nosec B101  # added above
                 instance.report_run_canceled(run)  # its turn: no longer waiting
-                at = time.monotonic() - started
                 result = dg.materialize(
                     [*INGEST_ASSETS, snapshot],
                     partition_key=partition_key(ACCOUNT, day),
@@ -109,6 +108,9 @@ def main() -> None:
                     resources=resources,
                     raise_on_error=False,
                 )
+                # Each call counted when its run ends: a run that waited for the quota made its
+                # call at the end, and every other run lasts about a second.
+                at = time.monotonic() - started
                 outcomes["ok" if result.success else "failed"] += 1
                 for event in result.get_asset_materialization_events():
                     metadata = event.materialization.metadata
