@@ -4,9 +4,9 @@ A partition's files read two kinds of Klaviyo data:
 
 - **As of the run**: the account (timezone), metrics, flow and campaign lists, flow definitions,
   list and segment names, and the whole audience. Any run of the account on the same UTC day would
-  read the same thing, so the first run's answers serve every later run of that day: its GET
-  responses are kept by request (``SharedReads``), and later runs read its subscribers.csv back
-  from where it was published.
+  read the same thing, so the first run's answers serve the later runs of that day that share (a
+  batch, the automation; the Dagster layer decides): its GET responses are kept by request
+  (``SharedReads``), and later runs read its subscribers.csv back from where it was published.
 - **A window of days**: reports. Flow series are daily, and a day's numbers do not depend on the
   timeframe asked for, so one flow-series call over the union of the batch's windows serves every
   partition whose window it covers (Klaviyo allows at most 60 days per daily series: the OpenAPI
