@@ -42,8 +42,10 @@ from deployment import (
     WorkerRecord,
     add_group_stats,
     deployment,
+    print_run_phases,
     print_run_table,
     print_unclaimed,
+    run_phases,
 )
 from nightly import ACCOUNT, ANCHOR, SEED, busy_core, profile_group, steady_per_second
 from simulator_process import simulator_process
@@ -201,7 +203,9 @@ def main() -> None:
             runs = dep.wait_for_backfill(backfill_id, args.timeout)
             wall = time.monotonic() - started
             figures, unclaimed = dep.run_figures(runs)
+            phases = run_phases(dep.instance, runs)
     report(figures, unclaimed, minimum, floor, wall, time_scale, len(keys))
+    print_run_phases(phases)
 
 
 def report(

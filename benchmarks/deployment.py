@@ -29,6 +29,7 @@ deployment is up (to open the same instance and read materializations); it resto
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -144,7 +145,9 @@ def descendants(root: int, stats: Mapping[int, Stat]) -> list[int]:
 
 
 def is_spawned_worker(cmdline: str) -> bool:
-    return "spawn_main" in cmdline and "resource_tracker" not in cmdline and "forkserver" not in cmdline
+    """A run worker, a fork server or a step worker: multiprocessing's spawn and forkserver
+    children (a step forked by the fork server keeps the fork server's command line)."""
+    return ("spawn_main" in cmdline or "forkserver" in cmdline) and "resource_tracker" not in cmdline
 
 
 @dataclass
@@ -154,7 +157,7 @@ class WorkerRecord:
     pid: int
     start: int
     ppid: int
-    role: str  # "run worker" | "step worker"
+    role: str  # "run worker" | "fork server" | "step worker"
     cmdline: str
     first_seen: float
     last_seen: float
@@ -207,10 +210,7 @@ class WorkerSampler:
             if record is not None:
                 live[pid] = record
         for record in live.values():
-            children = [r for r in live.values() if r.ppid == record.pid]
-            stat = stats[record.pid]
-            tree = stat.own_ticks + stat.reaped_ticks + sum(c.own_ticks for c in children)
-            record.tree_ticks = max(record.tree_ticks, tree)
+            record.tree_ticks = max(record.tree_ticks, _tree_ticks(record.pid, live, stats))
 
     def _record(self, stat: Stat, stats: Mapping[int, Stat], now: float) -> WorkerRecord | None:
         key = (stat.pid, stat.start)
@@ -221,7 +221,12 @@ class WorkerSampler:
                 return None
             parent = stats.get(stat.ppid)
             parent_is_worker = parent is not None and is_spawned_worker(read_cmdline(parent.pid))
-            role = "step worker" if parent_is_worker else "run worker"
+            if not parent_is_worker:
+                role = "run worker"
+            elif "forkserver" in cmdline and "spawn_main" in read_cmdline(stat.ppid):
+                role = "fork server"
+            else:
+                role = "step worker"
             record = WorkerRecord(stat.pid, stat.start, stat.ppid, role, cmdline, now, now)
             self.records[key] = record
         record.last_seen = now
@@ -422,6 +427,13 @@ class RunFigures:
         return int(sum(stats.get("calls", 0) for stats in self.calls_by_group.values()))
 
 
+def _tree_ticks(pid: int, live: Mapping[int, WorkerRecord], stats: Mapping[int, Stat]) -> int:
+    """CPU ticks of ``pid``, its reaped children and, recursively, its live worker children."""
+    stat = stats[pid]
+    children = [record.pid for record in live.values() if record.ppid == pid]
+    return stat.own_ticks + stat.reaped_ticks + sum(_tree_ticks(child, live, stats) for child in children)
+
+
 def add_group_stats(total: dict[str, dict[str, float]], by_group: Mapping[str, Mapping[str, float]]) -> None:
     for group, stats in by_group.items():
         into = total.setdefault(group, {})
@@ -463,12 +475,22 @@ def attach_workers(
         for worker in workers:
             named = worker.pid in pids.get(figure.run.run_id, set())
             if worker.role == "run worker" and named and _overlaps(worker, figure.run):
-                steps = [w for w in workers if w.role == "step worker" and w.ppid == worker.pid]
+                steps = [w for w in _worker_descendants(worker, workers) if w.role != "run worker"]
                 steps = [w for w in steps if worker.first_seen <= w.first_seen <= worker.last_seen]
                 figure.workers = [worker, *steps]
                 claimed.update((w.pid, w.start) for w in figure.workers)
                 break
     return [w for w in workers if (w.pid, w.start) not in claimed]
+
+
+def _worker_descendants(root: WorkerRecord, workers: Sequence[WorkerRecord]) -> list[WorkerRecord]:
+    found: list[WorkerRecord] = []
+    parents = {root.pid}
+    for worker in workers:  # sorted by first_seen: a parent is seen before its children
+        if worker.ppid in parents and worker is not root:
+            found.append(worker)
+            parents.add(worker.pid)
+    return found
 
 
 def _overlaps(worker: WorkerRecord, run: RunState) -> bool:
@@ -690,3 +712,59 @@ def print_unclaimed(workers: Sequence[WorkerRecord]) -> None:
             f"  pid {worker.pid} ({worker.role}, parent {worker.ppid}): peak RSS {worker.peak_rss_mb:.0f} MB, "
             f"CPU {worker.cpu_seconds:.1f} s"
         )
+
+
+PHASES = ("dequeue", "launch", "to first step", "steps", "to run end")
+
+
+def run_phases(instance: dg.DagsterInstance, runs: Sequence[RunState]) -> list[dict[str, float]]:
+    """Per run after the first (in start order), real seconds spent in each of ``PHASES``: from the
+    previous run's end to this one's launch, launch to RUN_START (process start, code load), to the
+    first step's start (executor, step processes), the steps, and the last step to the run's end."""
+    ordered = sorted((run for run in runs if run.start and run.end), key=lambda run: run.start or 0)
+    phases: list[dict[str, float]] = []
+    for previous, run in itertools.pairwise(ordered):
+        times: dict[str, list[float]] = defaultdict(list)
+        for record in instance.all_logs(run.run_id):
+            if record.dagster_event is not None:
+                times[record.dagster_event.event_type_value].append(record.timestamp)
+        steps_start = min(times.get("STEP_START", [run.start or 0]))
+        steps_end = max(times.get("STEP_SUCCESS", []) + times.get("STEP_FAILURE", []) or [run.end or 0])
+        launched = min(times.get("PIPELINE_STARTING", [run.start or 0]))
+        started = min(times.get("PIPELINE_START", [run.start or 0]))
+        step_times = _step_seconds(instance, run.run_id)
+        phases.append(
+            {
+                **step_times,
+                "dequeue": launched - (previous.end or 0),
+                "launch": started - launched,
+                "to first step": steps_start - started,
+                "steps": steps_end - steps_start,
+                "to run end": (run.end or 0) - steps_end,
+            }
+        )
+    return phases
+
+
+def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    """Real seconds from each step's STEP_START to its STEP_SUCCESS (or failure), keyed ``step <key>``."""
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts[event.step_key] = record.timestamp
+        elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE):
+            ends[event.step_key] = record.timestamp
+    return {f"step {key}": ends[key] - starts[key] for key in sorted(starts) if key in ends}
+
+
+def print_run_phases(phases: Sequence[Mapping[str, float]]) -> None:
+    """Medians of ``run_phases``: where a run's own time goes once the Klaviyo work is shared."""
+    if not phases:
+        return
+    names = [*PHASES, *sorted({name for p in phases for name in p if name.startswith("step ")})]
+    cells = ", ".join(f"{name} {median([p.get(name, 0.0) for p in phases]):.1f}" for name in names)
+    print(f"runs after the first, median real seconds: {cells}")
