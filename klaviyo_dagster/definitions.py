@@ -54,7 +54,7 @@ def pipeline_resources(
 # Dagster and this package again (about a second of CPU each): most of a run's own cost when its
 # Klaviyo reads are shared (README, "Backfill missed dates"). Dagster's docs, "Executors".
 RUN_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {}}}, name="multiprocess_forkserver_executor"
+    {"start_method": {"forkserver": {"preload_modules": [__name__]}}}, name="multiprocess_forkserver_executor"
 )
 
 
