@@ -22,8 +22,11 @@ demo: install
 	@mkdir -p $(DEMO_HOME)
 	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/python -m klaviyo_dagster demo
 
+# One pytest worker per core (pytest-xdist); `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= auto
+
 test: install lint security
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check klaviyo_dagster klaviyo_dagster_tests benchmarks
@@ -32,9 +35,12 @@ lint: install
 security: install
 	$(BIN)/bandit -c pyproject.toml -r klaviyo_dagster -q
 
+# The UI's port and the dev instance's folder: `make dev PORT=3311 DEV_HOME=/tmp/dagster-dev`.
+PORT ?= 3000
+DEV_HOME ?= $(DEMO_HOME)
+
 dev: install
-	@mkdir -p $(DEMO_HOME)
-	DAGSTER_HOME=$(DEMO_HOME) $(BIN)/python -m klaviyo_dagster dev
+	@DAGSTER_HOME=$(DEV_HOME) $(BIN)/python -m klaviyo_dagster dev --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .data .dagster_home .pytest_cache .ruff_cache

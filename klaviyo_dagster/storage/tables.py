@@ -46,8 +46,9 @@ from klaviyo_dagster.processing.metrics import (
 log = logging.getLogger(__name__)
 
 SNAPSHOT_LABEL = "Orchestrated Update"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS_DIR = PROJECT_ROOT / "supabase" / "migrations"
+# Shipped inside the package (a wheel or a container image has no project folder);
+# supabase/migrations at the project root links here, for the Supabase CLI.
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_SCHEMA = Path(__file__).with_name("sqlite_schema.sql")
 # The per-upload publish lock: a session-level advisory lock keyed by this text and the upload id.
 PUBLISH_LOCK_NAMESPACE = "klaviyo-dagster publish "
@@ -388,6 +389,10 @@ class IngestTables:
                 connection.executescript(SQLITE_SCHEMA.read_text())
         else:
             scripts = sorted(MIGRATIONS_DIR.glob("*.sql"))
+            if not scripts:  # an install without its package data must not report success
+                raise FileNotFoundError(
+                    f"no migration scripts in {MIGRATIONS_DIR}: reinstall klaviyo_dagster"
+                )
             with self.dialect.connect() as connection:
                 for script in scripts:
                     connection.execute(script.read_text())
