@@ -14,6 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the demo against the Klaviyo simulator")
     demo.add_argument("--profiles", type=int, default=None, help="simulated audience size")
+    demo.add_argument(
+        "--use-environment",
+        action="store_true",
+        help="write to the store the SUPABASE_* variables name (default: the local store under .data)",
+    )
     dry = commands.add_parser("dry-run", help="build the three files for a date, write nothing, print JSON")
     add_dry_run_arguments(dry)
     commands.add_parser("migrate", help="create the dashboard's tables where missing (Postgres or SQLite)")
@@ -22,9 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from klaviyo_dagster.demo import DEMO_PROFILES, run_demo
+        from klaviyo_dagster.demo import DEMO_PROFILES, DemoFailed, run_demo
+        from klaviyo_dagster.storage.supabase_objects import StorageConfigError
 
-        run_demo(profiles=args.profiles or DEMO_PROFILES)
+        try:
+            run_demo(profiles=args.profiles or DEMO_PROFILES, use_environment=args.use_environment)
+        except (DemoFailed, StorageConfigError) as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
     elif args.command == "dry-run":
         return run_dry_run(args)
     elif args.command == "migrate":

@@ -8,11 +8,13 @@ Klaviyo calls), the uploadId, the snapshot and its headline totals. A second run
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TextIO
 
 import dagster as dg
@@ -22,34 +24,89 @@ from klaviyo_dagster.definitions import defs
 from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
-from klaviyo_dagster.storage.store import DATA_DIR_ENV_VAR, default_data_dir
+from klaviyo_dagster.storage.ids import nightly_upload_id
+from klaviyo_dagster.storage.store import (
+    DATA_DIR_ENV_VAR,
+    SUPABASE_DB_URL_VAR,
+    SUPABASE_KEY_VAR,
+    SUPABASE_URL_VARS,
+    IngestStore,
+    default_data_dir,
+    ingest_store_from_env,
+)
 
 DEMO_PROFILES = 2_000
+SUPABASE_VARS = (*SUPABASE_URL_VARS, SUPABASE_KEY_VAR, SUPABASE_DB_URL_VAR)
 DEMO_SEED = 42
 
 
+# Dagster's console logger at WARNING: the summary below is what the demo is for, not each event.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def run_demo(
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     profiles: int = DEMO_PROFILES,
     instance: dg.DagsterInstance | None = None,
+    use_environment: bool = False,
 ) -> dict[str, int]:
-    """Runs the ingest job for the demo account and yesterday; returns rows per asset."""
+    """Runs the ingest job for the demo account and yesterday; returns rows per asset.
+
+    The store is the local one under ``.data`` unless ``use_environment`` (``--use-environment``):
+    Supabase settings exported in the shell are ignored, so a demo never writes to a real project.
+    """
+    out = out or sys.stdout
     day = (datetime.now(UTC) - timedelta(days=1)).date()
+    upload_id = nightly_upload_id(DEMO_ACCOUNT_ID, day)
     with (
         SimulatorServer(SimConfig(profiles=profiles, seed=DEMO_SEED)) as sim,
-        demo_environment(sim.base_url),
+        demo_environment(sim.base_url, use_environment),
         _instance(instance) as dagster_instance,
     ):
+        store = ingest_store_from_env()
         print(f"Klaviyo simulator at {sim.base_url}: {profiles:,} profiles (seed {DEMO_SEED})", file=out)
+        print(f"Store: {store.describe()}", file=out)
         print(f"Running {INGEST_JOB_NAME} for account {DEMO_ACCOUNT_ID}, date {day} ...", file=out)
+        synced_before = _has_snapshot(store, upload_id)
         dagster_instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [DEMO_ACCOUNT_ID])
         job = defs().resolve_job_def(INGEST_JOB_NAME)
         result = job.execute_in_process(
-            partition_key=partition_key(DEMO_ACCOUNT_ID, day), instance=dagster_instance
+            run_config=QUIET_RUN_CONFIG,
+            partition_key=partition_key(DEMO_ACCOUNT_ID, day),
+            instance=dagster_instance,
+            raise_on_error=False,
         )
         rows = _print_materializations(result, out)
+    if synced_before and result.success:
+        print(
+            f"\nReused upload {upload_id} and its snapshot: this date was synced before, and an account's "
+            "date always has the same uploadId (contracts/supabase.md), so its files and snapshot were "
+            "replaced, not added.",
+            file=out,
+        )
     print(f"\nRun {result.run_id}: {'success' if result.success else 'FAILED'}", file=out)
+    if not result.success:
+        _print_failure(result, out)
+        raise DemoFailed(f"run {result.run_id} failed")
     return rows
+
+
+class DemoFailed(RuntimeError):
+    """The demo's run failed; what failed is already printed."""
+
+
+def _has_snapshot(store: IngestStore, upload_id: str) -> bool:
+    try:
+        return store.tables.count_snapshots(upload_id) > 0
+    except Exception:  # a store not migrated yet has none; the run says what is wrong, if anything
+        return False
+
+
+def _print_failure(result: dg.ExecuteInProcessResult, out: TextIO) -> None:
+    """Each failed step's error, one line each, instead of Dagster's traceback."""
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            print(f"  {event.step_key}: {event.step_failure_data.error.message.strip()}", file=out)
 
 
 def embedded_defaults(base_url: str) -> dict[str, str]:
@@ -64,10 +121,14 @@ def embedded_defaults(base_url: str) -> dict[str, str]:
 
 
 @contextmanager
-def demo_environment(base_url: str) -> Iterator[None]:
+def demo_environment(base_url: str, use_environment: bool = False) -> Iterator[None]:
+    """The embedded defaults in ``os.environ`` for the block, restored afterwards; without
+    ``use_environment``, Supabase settings are hidden too (the store is the local one)."""
     settings = embedded_defaults(base_url)
-    saved = {name: os.environ.get(name) for name in (*settings, "KLAVIYO_API_KEY_PRIVATE")}
-    os.environ.pop("KLAVIYO_API_KEY_PRIVATE", None)
+    hidden = ["KLAVIYO_API_KEY_PRIVATE", *([] if use_environment else SUPABASE_VARS)]
+    saved = {name: os.environ.get(name) for name in (*settings, *hidden)}
+    for name in hidden:
+        os.environ.pop(name, None)
     os.environ.update(settings)
     try:
         yield
@@ -84,6 +145,10 @@ def _instance(given: dg.DagsterInstance | None) -> Iterator[dg.DagsterInstance]:
     if given is not None:
         yield given
     elif os.environ.get("DAGSTER_HOME"):
+        from klaviyo_dagster.dev import write_dev_instance  # dev.py imports this module
+
+        # The same instance settings as `make dev` (and no telemetry banner above the summary).
+        write_dev_instance(Path(os.environ["DAGSTER_HOME"]), io.StringIO())
         with dg.DagsterInstance.get() as instance:  # runs then show up in `make dev`
             yield instance
     else:
@@ -112,8 +177,9 @@ def _print_file(name: str, metadata: dict, out: TextIO) -> None:
         f"{metadata['klaviyo_429s']} 429s, {metadata['klaviyo_wait_seconds']:.1f} s waited",
         file=out,
     )
-    for line in metadata["preview"].strip("`\n").split("\n")[:3]:
-        print(f"  | {line[:140]}", file=out)
+    table = [line for line in metadata["preview"].split("\n") if not line.startswith("|---")]
+    for line in table[:3]:
+        print(f"  {line[:140]}", file=out)
 
 
 def _print_snapshot(metadata: dict, out: TextIO) -> None:

@@ -27,13 +27,14 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 
 from klaviyo_dagster.account_zones import zones_of
+from klaviyo_dagster.defs.automation import launching_schedule_status
 from klaviyo_dagster.defs.jobs import klaviyo_ingest_job
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, date_partitions, partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.defs.run_history import RunHistory
 from klaviyo_dagster.readiness import LATEST_ZONE, AccountZone, Readiness, describe_delay, utc_now
+from klaviyo_dagster.run_names import ACCOUNT_TAG
 
-ACCOUNT_TAG = "klaviyo/account"
 COMPLETE_DAYS_SCHEDULE_NAME = "klaviyo_complete_days_schedule"
 TICK_MINUTES = 15
 TICK_OFFSET_MINUTES = 5  # with the default delay, every zone's days become complete on a tick
@@ -79,7 +80,11 @@ def completed_at_tick(
     cron_schedule=COMPLETE_DAYS_CRON,
     execution_timezone="UTC",
     job=klaviyo_ingest_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=launching_schedule_status(),
+    description=(
+        "At :05, :20, :35 and :50: one klaviyo_ingest run for each account whose date has ended in its "
+        "own timezone, plus the settling delay (KLAVIYO_SETTLING_DELAY_MINUTES, default 185)."
+    ),
 )
 def klaviyo_complete_days_schedule(
     context: dg.ScheduleEvaluationContext, ingest_store: IngestStoreResource

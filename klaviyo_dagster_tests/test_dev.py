@@ -1,0 +1,139 @@
+"""``make dev``: the UI on the chosen port, production's run queue, no automatic burst of runs."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR
+from klaviyo_dagster.dev import WRITTEN_BY_DEV, run_dev, write_dev_instance
+from klaviyo_dagster_tests.paths import PROJECT_ROOT
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_busy_port_exits_non_zero_with_the_fix_before_starting_anything(
+    busy_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+
+    assert run_dev(port=busy_port, out=io.StringIO()) == 2
+
+    error = capsys.readouterr().err
+    assert f"port {busy_port} is already in use" in error and f"make dev PORT={busy_port + 1}" in error
+    assert not (tmp_path / "home").exists()  # nothing was started or written
+
+
+def test_the_dev_instance_queues_one_run_per_account(tmp_path: Path) -> None:
+    write_dev_instance(tmp_path, io.StringIO())
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, dg.QueuedRunCoordinator)
+        limits = {limit["key"]: limit for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
+    for tag in ("klaviyo/account", "dagster/partition/account"):
+        assert limits[tag]["limit"] == 1
+        assert limits[tag]["value"] == {"applyLimitPerUniqueValue": True}
+
+
+def test_a_dagster_yaml_written_by_hand_is_kept(tmp_path: Path) -> None:
+    own = tmp_path / "dagster.yaml"
+    own.write_text("telemetry:\n  enabled: true\n")
+    out = io.StringIO()
+
+    write_dev_instance(tmp_path, out)
+    write_dev_instance(tmp_path / "ours", io.StringIO())
+    write_dev_instance(tmp_path / "ours", io.StringIO())  # rewritten: it is ours
+
+    assert own.read_text() == "telemetry:\n  enabled: true\n"
+    assert "Keeping your" in out.getvalue()
+    assert (tmp_path / "ours" / "dagster.yaml").read_text().startswith(WRITTEN_BY_DEV)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("off", "STOPPED"), ("on", "RUNNING"), (None, "RUNNING")])
+def test_automation_that_launches_runs_waits_for_a_person_when_switched_off(
+    setting: str | None, expected: str
+) -> None:
+    env = {name: value for name, value in os.environ.items() if name != AUTOMATION_ENV_VAR}
+    if setting is not None:
+        env[AUTOMATION_ENV_VAR] = setting
+    code = (
+        "from klaviyo_dagster.defs.schedules import klaviyo_complete_days_schedule as s;"
+        "from klaviyo_dagster.defs.sensors import klaviyo_catch_up_sensor as c;"
+        "print(s.default_status.name, c.default_status.name)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+
+    assert result.stdout.split() == [expected, expected]
+
+
+def test_a_wrong_automation_setting_names_the_variable_and_its_values() -> None:
+    env = {**os.environ, AUTOMATION_ENV_VAR: "yes"}
+    code = "import klaviyo_dagster.definitions"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode != 0
+    assert "KLAVIYO_DAGSTER_AUTOMATION must be 'on' or 'off', not 'yes'" in result.stderr
+
+
+def test_make_dev_serves_the_ui_on_the_chosen_port(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(("KLAVIYO_", "SUPABASE_"))
+    }
+    env["KLAVIYO_DAGSTER_DATA_DIR"] = str(tmp_path / "data")
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "dev", f"PORT={port}", f"DEV_HOME={tmp_path / 'home'}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        answer = _wait_for_ui(port, process)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+
+    assert answer.status_code == 200 and "dagster_webserver_version" in answer.text
+    assert f"Dagster UI: http://127.0.0.1:{port}" in output
+    assert (tmp_path / "home" / "dagster.yaml").read_text().startswith(WRITTEN_BY_DEV)
+
+
+def _wait_for_ui(port: int, process: subprocess.Popen[str], attempts: int = 240) -> httpx.Response:
+    """Polls the webserver's ``/server_info`` until it answers (or the process ends)."""
+    for _ in range(attempts):
+        if process.poll() is not None:
+            raise AssertionError(f"make dev exited with {process.returncode}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/server_info", timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.5)
+    raise AssertionError(f"no UI on port {port}")
