@@ -165,9 +165,11 @@ def group_figures(result: dg.ExecuteInProcessResult, minimum: dict[str, int]) ->
     for event in result.get_asset_materialization_events():
         by_group = event.materialization.metadata.get("klaviyo_calls_by_group")
         for group, stats in (by_group.value if by_group else {}).items():
-            calls[group] += stats["calls"]
-            throttled[group] += stats["throttled"]
-            waited[group] += stats["paced_seconds"] + stats["retry_after_seconds"] + stats["backoff_seconds"]
+            calls[group] += stats.get("calls", 0)
+            throttled[group] += stats.get("throttled", 0)
+            waited[group] += sum(
+                stats.get(name, 0) for name in ("paced_seconds", "retry_after_seconds", "backoff_seconds")
+            )
     groups = sorted(set(calls) | set(minimum))
     return {g: GroupFigures(calls[g], minimum.get(g, 0), throttled[g], waited[g]) for g in groups}
 

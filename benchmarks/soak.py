@@ -62,7 +62,7 @@ def client_retries(result: dg.ExecuteInProcessResult) -> int:
         metadata = event.event_specific_data.materialization.metadata
         by_group = metadata.get("klaviyo_calls_by_group")
         if by_group is not None:
-            total += sum(group["retries"] for group in by_group.value.values())
+            total += sum(group.get("retries", 0) for group in by_group.value.values())
     return total
 
 

@@ -52,7 +52,10 @@ def queue(instance: dg.DagsterInstance, dates: list[date]) -> dict[date, str]:
                 job_name="klaviyo_ingest",
                 run_id=str(uuid.uuid4()),
                 status=dg.DagsterRunStatus.NOT_STARTED,
-                tags={"dagster/partition/account": ACCOUNT, "dagster/partition/date": day.isoformat()},
+                tags={
+                    "dagster/partition/account": ACCOUNT,
+                    "dagster/partition/date": day.isoformat(),
+                },
             )
         )
         waiting[day] = run.run_id
@@ -120,10 +123,10 @@ def main() -> None:
                         else {}
                     )
                     for group, stats in by_group.items():  # type: ignore[union-attr]
-                        throttled += int(stats["throttled"])
+                        throttled += int(stats.get("throttled", 0))
                         if group in REPORT_OPERATIONS:
-                            calls += [(at, group)] * int(stats["calls"])
-                            waited += float(stats["paced_seconds"])
+                            calls += [(at, group)] * int(stats.get("calls", 0))
+                            waited += float(stats.get("paced_seconds", 0))
                 if n % 25 == 0:
                     elapsed = (time.monotonic() - started) / args.time_scale / DAY_SECONDS
                     print(f"{n} dates, {outcomes['failed']} failed, {elapsed:.2f} Klaviyo days", flush=True)

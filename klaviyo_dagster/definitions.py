@@ -58,15 +58,22 @@ RUN_EXECUTOR = dg.multiprocess_executor.configured(
 )
 
 
+def with_store_kinds(store: IngestStoreResource) -> list[dg.AssetsDefinition]:
+    """The four assets, tagged with the kinds of the store this location writes to (the UI shows
+    Supabase only when the files and rows really go there)."""
+    files = dg.map_asset_specs(lambda spec: spec.merge_attributes(kinds=store.files_kinds()), INGEST_ASSETS)
+    tables = snapshot.map_asset_specs(lambda spec: spec.merge_attributes(kinds=store.tables_kinds()))
+    return [*files, tables]
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
+    store = ingest_store_resource_from_env()
     return dg.Definitions(
-        assets=[*INGEST_ASSETS, snapshot],
+        assets=with_store_kinds(store),
         jobs=[klaviyo_ingest_job, klaviyo_dry_run_job, klaviyo_cleanup_job],
         schedules=[klaviyo_complete_days_schedule, klaviyo_cleanup_schedule],
         sensors=[klaviyo_accounts_sensor, klaviyo_catch_up_sensor, klaviyo_run_succeeded, klaviyo_run_failed],
         executor=RUN_EXECUTOR,
-        resources=pipeline_resources(
-            klaviyo_resource_from_env(), ingest_store_resource_from_env(), snapshot_processing_from_env()
-        ),
+        resources=pipeline_resources(klaviyo_resource_from_env(), store, snapshot_processing_from_env()),
     )

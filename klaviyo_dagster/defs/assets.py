@@ -7,7 +7,9 @@ logs an observation with ``rows`` and ``preview`` instead of materializing, and 
 downstream of it is skipped.
 """
 
-from collections.abc import Iterator
+import csv
+import io
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -23,6 +25,7 @@ from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.klaviyo.stats import ClientStats
 from klaviyo_dagster.producers.account import AccountTimezone
 from klaviyo_dagster.producers.csvfile import CsvSummary
+from klaviyo_dagster.producers.options import SyncOptions
 from klaviyo_dagster.producers.reconcile import Verdict
 from klaviyo_dagster.producers.shared import SharedFetches
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
@@ -31,13 +34,15 @@ from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import TIMEZONE_FROM_RUN, IngestTables
 
 INGEST_GROUP = "klaviyo_ingest"
+# Who answers for the ingest assets in the UI (Dagster owners: an email or "team:<name>").
+INGEST_OWNERS = ["team:klaviyo-dagster"]
 # Tags Dagster puts on the runs it launches by itself: a schedule's, a sensor's, a backfill's.
 AUTOMATION_TAGS = ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")
 FLOWS_CSV = dg.AssetKey("flows_csv")
 CAMPAIGNS_CSV = dg.AssetKey("campaigns_csv")
 SUBSCRIBERS_CSV = dg.AssetKey("subscribers_csv")
 INGEST_ASSET_KEYS = (FLOWS_CSV, CAMPAIGNS_CSV, SUBSCRIBERS_CSV)
-PREVIEW_CHARS = 500  # per preview line: a huge custom property must not bloat the event log
+PREVIEW_CELL_CHARS = 60  # per preview cell: a huge custom property must not bloat the event log
 # One blocking check per file: the file read back against what Klaviyo returned (contracts/csv.md,
 # "Reconciliation"). Blocking, so a file that does not reconcile never reaches the snapshot.
 RECONCILES_WITH_KLAVIYO = "reconciles_with_klaviyo"
@@ -171,9 +176,8 @@ def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: C
         **window,
         "dagster/row_count": summary.rows,
         "rows": summary.rows,
-        "preview": dg.MetadataValue.md(
-            "```\n" + "\n".join(line[:PREVIEW_CHARS] for line in summary.preview) + "\n```"
-        ),
+        "preview": dg.MetadataValue.md(preview_table(summary.preview)),
+        "dagster/column_schema": column_schema(file.header(session.options)),
         "klaviyo_calls": totals.calls,
         "klaviyo_429s": totals.throttled,
         "klaviyo_wait_seconds": round(
@@ -185,6 +189,32 @@ def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: C
     }
 
 
+def preview_table(preview: Sequence[str]) -> str:
+    """The file's header and first records (``CsvSummary.preview``) as a markdown table; each cell
+    on one line and at most ``PREVIEW_CELL_CHARS`` long, so a huge custom property cannot bloat the
+    event log and an email address with a ``|`` cannot break the table."""
+    records = list(csv.reader(io.StringIO("\n".join(preview))))
+    if not records:
+        return "(empty file)"
+    lines = [_table_row(records[0]), "|" + "---|" * len(records[0])]
+    lines += [_table_row(record) for record in records[1:]]
+    return "\n".join(lines)
+
+
+def _table_row(cells: Sequence[str]) -> str:
+    shown = [" ".join(cell.split()) for cell in cells]
+    shown = [
+        cell if len(cell) <= PREVIEW_CELL_CHARS else cell[: PREVIEW_CELL_CHARS - 1] + "…" for cell in shown
+    ]
+    return "| " + " | ".join(cell.replace("\\", "\\\\").replace("|", "\\|") for cell in shown) + " |"
+
+
+def column_schema(header: Sequence[str]) -> dg.TableSchema:
+    """The file's columns in order (contracts/csv.md gives each one's derivation); all are text in
+    the CSV, so no type is claimed."""
+    return dg.TableSchema(columns=[dg.TableColumn(name) for name in header])
+
+
 def _ingest_asset(key: dg.AssetKey, file: CsvFile, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
@@ -193,7 +223,10 @@ def _ingest_asset(key: dg.AssetKey, file: CsvFile, description: str) -> dg.Asset
         io_manager_key=INGEST_IO_MANAGER_KEY,
         output_required=False,  # a dry run builds the file but records no materialization
         kinds={"klaviyo", "csv"},
+        owners=INGEST_OWNERS,
         description=description,
+        # The columns with the default run config; each materialization records its own.
+        metadata={"dagster/column_schema": column_schema(file.header(SyncOptions()))},
         check_specs=[
             dg.AssetCheckSpec(
                 RECONCILES_WITH_KLAVIYO,

@@ -86,4 +86,5 @@ klaviyo_cleanup_schedule = dg.ScheduleDefinition(
     execution_timezone="UTC",
     job=klaviyo_cleanup_job,
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Daily at 02:00 UTC: the cleanup job (uploads past the retention, stale staging objects).",
 )

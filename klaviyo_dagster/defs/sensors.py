@@ -25,18 +25,19 @@ import dagster as dg
 
 from klaviyo_dagster.account_zones import discover_timezones, zones_of
 from klaviyo_dagster.accounts import AccountDirectory
-from klaviyo_dagster.defs.jobs import klaviyo_ingest_job
+from klaviyo_dagster.defs.automation import launching_sensor_status
+from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME, klaviyo_ingest_job
 from klaviyo_dagster.defs.partitions import (
-    ACCOUNT_DIMENSION,
     ACCOUNTS_PARTITIONS_NAME,
     date_partitions,
     partition_key,
 )
 from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.defs.run_history import NOT_EXAMINED, RunHistory, Verdict
-from klaviyo_dagster.defs.schedules import ACCOUNT_TAG, REPLAYED_TICKS, TICK, ingest_request, warn_assumed
+from klaviyo_dagster.defs.schedules import REPLAYED_TICKS, TICK, ingest_request, warn_assumed
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
 from klaviyo_dagster.readiness import AccountZone, Readiness, utc_now
+from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, ACCOUNT_TAG
 
 ACCOUNTS_SENSOR_NAME = "klaviyo_accounts_sensor"
 CATCH_UP_SENSOR_NAME = "klaviyo_catch_up_sensor"
@@ -52,7 +53,13 @@ LAST_ERROR_MAX_CHARS = 500
 
 
 @dg.sensor(
-    name=ACCOUNTS_SENSOR_NAME, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING
+    name=ACCOUNTS_SENSOR_NAME,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Every 5 minutes: adds an account partition for each connected Klaviyo account, removes those "
+        "of disabled or deleted accounts, and records new accounts' timezones. Launches no runs."
+    ),
 )
 def klaviyo_accounts_sensor(
     context: dg.SensorEvaluationContext, ingest_store: IngestStoreResource, klaviyo: KlaviyoResource
@@ -97,7 +104,13 @@ def catch_up_run_key(account: str, day: date, verdict: Verdict) -> str:
     name=CATCH_UP_SENSOR_NAME,
     job=klaviyo_ingest_job,
     minimum_interval_seconds=900,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=launching_sensor_status(),
+    description=(
+        f"Every 15 minutes: requests each account's complete dates of the last {CATCH_UP_LOOKBACK_DAYS} "
+        "days that have no snapshot: never run, or whose last run never started or crashed (at most "
+        f"{CATCH_UP_MAX_RETRIES} such failures in a row; {CATCH_UP_MAX_RUNS_PER_TICK} runs a tick). "
+        "A date that failed in a step is left for a person to relaunch."
+    ),
 )
 def klaviyo_catch_up_sensor(
     context: dg.SensorEvaluationContext, ingest_store: IngestStoreResource
@@ -172,33 +185,46 @@ def _lookback(newest: date) -> Iterator[date]:
             yield day
 
 
+# Both watch every job of this code location (no ``monitored_jobs``): runs that backfills and the
+# asset pages launch belong to Dagster's implicit asset job, not to klaviyo_ingest. ``_ingest_account``
+# keeps the runs that ingest an account.
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[klaviyo_ingest_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
     name="klaviyo_run_succeeded",
+    description=(
+        "After each successful ingest run of an account (klaviyo_ingest, a backfill, the asset pages): "
+        "clears the account's last_error and sets last_run_at in the dashboard."
+    ),
 )
 def klaviyo_run_succeeded(context: dg.RunStatusSensorContext, ingest_store: IngestStoreResource) -> None:
     """A good run clears the account's ``last_error`` in the dashboard."""
-    account = _run_account(context.dagster_run)
+    account = _ingest_account(context.dagster_run)
     if account:
         AccountDirectory(ingest_store.get_store().tables).record_run(account, error=None)
 
 
 @dg.run_failure_sensor(
-    monitored_jobs=[klaviyo_ingest_job],
     default_status=dg.DefaultSensorStatus.RUNNING,
     name="klaviyo_run_failed",
+    description=(
+        "After each failed ingest run of an account (klaviyo_ingest, a backfill, the asset pages): writes "
+        "a short, key-free reason to the account's last_error and sets last_run_at."
+    ),
 )
 def klaviyo_run_failed(context: dg.RunFailureSensorContext, ingest_store: IngestStoreResource) -> None:
     """A failed run leaves a short, key-free reason in the account's ``last_error``."""
-    account = _run_account(context.dagster_run)
+    account = _ingest_account(context.dagster_run)
     if account:
         AccountDirectory(ingest_store.get_store().tables).record_run(account, error=_failure_reason(context))
 
 
-def _run_account(run: dg.DagsterRun) -> str | None:
-    return run.tags.get(ACCOUNT_TAG) or run.tags.get(f"dagster/partition/{ACCOUNT_DIMENSION}")
+def _ingest_account(run: dg.DagsterRun) -> str | None:
+    """The account a run ingested; None for the dry run (it writes nothing) and for runs of no
+    account (the cleanup)."""
+    if run.job_name == DRY_RUN_JOB_NAME:
+        return None
+    return run.tags.get(ACCOUNT_TAG) or run.tags.get(ACCOUNT_PARTITION_TAG)
 
 
 def _failure_reason(context: dg.RunFailureSensorContext) -> str:

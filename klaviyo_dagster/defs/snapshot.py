@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, SUBSCRIBERS_CSV
+from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, INGEST_OWNERS, SUBSCRIBERS_CSV
 from klaviyo_dagster.defs.batch import pending_dates
 from klaviyo_dagster.defs.io_managers import OBJECT_NAMES, StoredCsv
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
@@ -57,6 +57,7 @@ def snapshot_processing_from_env() -> SnapshotProcessingResource:
 @dg.asset(
     key=SNAPSHOT,
     group_name="klaviyo_ingest",
+    owners=INGEST_OWNERS,
     partitions_def=klaviyo_partitions,
     ins={
         "flows_csv": dg.AssetIn(FLOWS_CSV),
@@ -77,7 +78,6 @@ def snapshot_processing_from_env() -> SnapshotProcessingResource:
             DERIVED_ROWS, asset=SNAPSHOT, description="The snapshot has totals and series rows."
         ),
     ],
-    kinds={"postgres", "supabase"},
 )
 def snapshot(
     context: dg.AssetExecutionContext,
@@ -212,10 +212,17 @@ def _result_metadata(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"upload_id": upload_id, "snapshot_id": snapshot_id, "store": store.describe()}
     if metrics is not None:
-        result.update({f"total_{key}": metrics.totals.get(key, 0) for key in HEADLINE_TOTALS})
+        result.update({f"total_{key}": _readable(metrics.totals.get(key, 0)) for key in HEADLINE_TOTALS})
         result["last_email_date"] = metrics.last_email_date.isoformat() if metrics.last_email_date else ""
         result["series_days"] = len({point.day for point in metrics.series})
     return result
+
+
+def _readable(value: float) -> int | float:
+    """A headline total as a person reads it: counts whole, money and percentages to 2 decimals
+    (the snapshot's rows keep the exact values; ``processing/metrics.py``)."""
+    rounded = round(float(value), 2)
+    return int(rounded) if rounded.is_integer() else rounded
 
 
 def _checks(

@@ -41,7 +41,9 @@ class ClientStats:
         return total
 
     def as_dict(self) -> dict[str, dict[str, float]]:
-        return {
-            group: {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(stats).items()}
+        """``{group: {counter: value}}`` with only what happened: zero counters and groups left out."""
+        found = {
+            group: {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(stats).items() if v}
             for group, stats in self.snapshot().items()
         }
+        return {group: counters for group, counters in found.items() if counters}

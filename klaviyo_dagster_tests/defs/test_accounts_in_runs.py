@@ -11,6 +11,7 @@ from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.sensors import klaviyo_run_failed, klaviyo_run_succeeded
 from klaviyo_dagster.sim import DEFAULT_API_KEY
+from klaviyo_dagster_tests.conftest import add_klaviyo_integration
 from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
 
 GOOD, BROKEN = "aaaaaaaa-0000-4000-8000-00000000000a", "bbbbbbbb-0000-4000-8000-00000000000b"
@@ -31,11 +32,7 @@ def two_accounts(tiny_store_env, store_resource, monkeypatch):
     }
     for account, blob in blobs.items():
         tables.ensure_account(account, "store")
-        with tables._transaction() as tx:
-            tx.execute(
-                "insert into account_integrations (id, account_id, provider, encrypted_api_key) values (?, ?, 'klaviyo', ?)",
-                (account.replace("-4", "-5", 1), account, blob),
-            )
+        add_klaviyo_integration(tables, account, blob, integration_id=account.replace("-4", "-5", 1))
     return tables
 
 
@@ -51,13 +48,15 @@ def run_flows(account: str, instance, resources) -> dg.ExecuteInProcessResult:
     )
 
 
-def sensor_context(instance, result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventType):
+def sensor_context(instance, result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventType, store):
+    """Open it (``with``): the store resource opens and closes its clients with the context."""
     record = instance.get_records_for_run(result.run_id, of_type=event_type).records[0]
     return dg.build_run_status_sensor_context(
         sensor_name="test",
         dagster_event=record.event_log_entry.dagster_event,
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"ingest_store": store},
     )
 
 
@@ -79,11 +78,10 @@ def test_run_sensors_write_last_run_at_and_last_error(
     broken = run_flows(BROKEN, instance, resources)
     good = run_flows(GOOD, instance, resources)
 
-    klaviyo_run_failed(
-        sensor_context(instance, broken, dg.DagsterEventType.RUN_FAILURE).for_run_failure(),
-        ingest_store=store,
-    )
-    klaviyo_run_succeeded(sensor_context(instance, good, dg.DagsterEventType.RUN_SUCCESS), ingest_store=store)
+    with sensor_context(instance, broken, dg.DagsterEventType.RUN_FAILURE, store) as failed:
+        klaviyo_run_failed(failed.for_run_failure())
+    with sensor_context(instance, good, dg.DagsterEventType.RUN_SUCCESS, store) as succeeded:
+        klaviyo_run_succeeded(succeeded)
 
     tables = store_resource.get_store().tables
     ran_at, error = tables.integration_status(BROKEN)
@@ -91,3 +89,29 @@ def test_run_sensors_write_last_run_at_and_last_error(
     assert error == f"flows_csv: Account {BROKEN}: the stored Klaviyo key is not a valid encrypted blob"
     good_ran_at, good_error = tables.integration_status(GOOD)
     assert good_ran_at is not None and good_error is None
+
+
+def test_a_run_of_the_asset_job_updates_the_account_as_the_daemon_evaluates_the_sensors(
+    two_accounts, instance, resources, store_resource
+) -> None:
+    """Backfills and the asset pages launch runs of Dagster's implicit asset job, not of
+    klaviyo_ingest: the sensors must see them too (evaluated tick by tick, as the daemon does)."""
+    store = resources["ingest_store"]
+    ticks = {sensor: None for sensor in (klaviyo_run_failed, klaviyo_run_succeeded)}
+
+    def tick() -> None:
+        for sensor, cursor in ticks.items():
+            resources = {"ingest_store": store}
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                ticks[sensor] = sensor.evaluate_tick(context).cursor
+
+    tick()  # the first tick starts after what already happened
+    runs = [run_flows(account, instance, resources) for account in (GOOD, BROKEN)]
+    assert {instance.get_run_by_id(run.run_id).job_name for run in runs} != {"klaviyo_ingest"}
+    tick()
+
+    tables = store_resource.get_store().tables
+    good_ran_at, good_error = tables.integration_status(GOOD)
+    broken_ran_at, broken_error = tables.integration_status(BROKEN)
+    assert good_ran_at is not None and good_error is None
+    assert broken_ran_at is not None and broken_error.startswith("flows_csv: Account ")

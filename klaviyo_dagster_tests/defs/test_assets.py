@@ -8,8 +8,16 @@ import dagster as dg
 import pytest
 
 from klaviyo_dagster.definitions import defs
-from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, INGEST_ASSETS, SUBSCRIBERS_CSV
+from klaviyo_dagster.defs.assets import (
+    CAMPAIGNS_CSV,
+    FLOWS_CSV,
+    INGEST_ASSETS,
+    SUBSCRIBERS_CSV,
+    preview_table,
+)
 from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME
+from klaviyo_dagster.producers.csvfile import PREVIEW_ROWS
+from klaviyo_dagster.producers.flows import FLOWS_HEADER
 from klaviyo_dagster.sim import FaultSpec
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID
 from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION, TINY_UPLOAD_ID, stored_object
@@ -64,12 +72,14 @@ def test_materializations_say_what_is_in_the_file_and_what_it_cost(
 
     flows = result.asset_materializations_for_node("flows_csv")[0].metadata
     assert flows["dagster/row_count"].value == 9
-    assert test_flows.EXPECTED.split("\n")[1] in flows["preview"].value
+    assert flows["preview"].value == preview_table(test_flows.EXPECTED.split("\n")[: PREVIEW_ROWS + 1])
+    assert [column.name for column in flows["dagster/column_schema"].value.columns] == list(FLOWS_HEADER)
     assert flows["klaviyo_window"].value == "2026-03-07..2026-03-09 (America/New_York)"
     assert flows["klaviyo_429s"].value == 0
     by_group = flows["klaviyo_calls_by_group"].value
     assert by_group["query_flow_series"]["calls"] == 1
     assert flows["klaviyo_calls"].value == sum(group["calls"] for group in by_group.values())
+    assert all(value for counters in by_group.values() for value in counters.values())  # only what happened
     assert "klaviyo_wait_seconds" in flows
     subscribers = result.asset_materializations_for_node("subscribers_csv")[0].metadata
     assert subscribers["dagster/row_count"].value == 3  # P0, P2 and P5 of the tiny store
@@ -108,7 +118,8 @@ def test_a_dry_run_writes_nothing_records_no_materialization_and_skips_downstrea
     }
     assert observations[FLOWS_CSV].metadata["rows"].value == 9
     assert observations[CAMPAIGNS_CSV].metadata["rows"].value == 2
-    assert test_campaigns.EXPECTED.split("\n")[1] in observations[CAMPAIGNS_CSV].metadata["preview"].value
+    expected_preview = preview_table(test_campaigns.EXPECTED.split("\n")[: PREVIEW_ROWS + 1])
+    assert observations[CAMPAIGNS_CSV].metadata["preview"].value == expected_preview
     skipped = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]
     assert skipped == ["downstream_of_flows"]
 
@@ -213,3 +224,32 @@ def test_a_klaviyo_error_fails_the_asset_with_klaviyos_details_and_no_file(
 def test_each_asset_is_partitioned_by_date_and_account(node: str) -> None:
     asset = next(a for a in INGEST_ASSETS if a.key.path[-1] == node)
     assert set(asset.partitions_def.partition_dimension_names) == {"date", "account"}
+
+
+def test_the_preview_is_a_table_whose_cells_cannot_break_it() -> None:
+    preview = ("Email,Note", 'a@b.test,"x|y"', 'c@d.test,"two\nlines ' + "w" * 100 + '"')
+
+    table = preview_table(preview).split("\n")
+
+    assert table[:2] == ["| Email | Note |", "|---|---|"]
+    assert table[2] == "| a@b.test | x\\|y |"
+    assert table[3].startswith("| c@d.test | two lines www") and table[3].endswith("… |")
+    assert len(table) == 4
+
+
+def test_every_asset_names_its_owner_columns_and_the_kinds_of_its_store(monkeypatch) -> None:
+    for name in ("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    local = {node.key: node for node in defs().resolve_asset_graph().asset_nodes}
+    monkeypatch.setenv("SUPABASE_URL", "https://project.supabase.test")
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "sb-test-key")
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://nobody@127.0.0.1:1/none")
+    supabase = {node.key: node for node in defs().resolve_asset_graph().asset_nodes}
+
+    assert {owner for node in local.values() for owner in node.owners} == {"team:klaviyo-dagster"}
+    schema = local[FLOWS_CSV].metadata["dagster/column_schema"]
+    assert [column.name for column in schema.columns] == list(FLOWS_HEADER)
+    assert local[dg.AssetKey("snapshot")].kinds == {"sqlite"}
+    assert local[FLOWS_CSV].kinds == {"klaviyo", "csv"}
+    assert supabase[dg.AssetKey("snapshot")].kinds == {"supabase", "postgres"}
+    assert supabase[FLOWS_CSV].kinds == {"klaviyo", "csv", "supabase"}

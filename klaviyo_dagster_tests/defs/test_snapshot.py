@@ -66,6 +66,10 @@ def test_the_nightly_run_lands_a_snapshot_with_the_hand_worked_totals(
     assert totals["totalOrders"] == 13
     assert totals["openRate"] == pytest.approx(462 / 1156 * 100)
     assert {p.day for p in tables.series(row.id)} == {date(2026, 3, 7), date(2026, 3, 8), date(2026, 3, 9)}
+    # The metadata a person reads: counts whole, money and percentages to 2 decimals.
+    assert metadata["total_emailsSent"] == 1156 and isinstance(metadata["total_emailsSent"], int)
+    assert metadata["total_totalRevenue"] == 1142.44
+    assert metadata["total_openRate"] == round(462 / 1156 * 100, 2)
 
 
 def test_every_runbook_check_passes(tiny_store_env, instance, resources) -> None:
