@@ -21,6 +21,24 @@ ACCOUNT_ID = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 TINY_TIME_SCALE = 0.01
 
 
+def add_klaviyo_integration(
+    tables: IngestTables,
+    account_id: str,
+    encrypted_api_key: str,
+    *,
+    enabled: bool = True,
+    integration_id: str | None = None,
+) -> None:
+    """A Klaviyo row of the dashboard's ``account_integrations``, as the web app writes one
+    (contracts/supabase.md); the account row must exist (``tables.ensure_account``)."""
+    with tables._transaction() as tx:
+        tx.execute(
+            "insert into account_integrations (id, account_id, provider, encrypted_api_key, enabled) "
+            "values (?, ?, 'klaviyo', ?, ?)",
+            (integration_id or str(uuid.uuid4()), account_id, encrypted_api_key, enabled),
+        )
+
+
 @pytest.fixture
 def simulator() -> Iterator[SimulatorServer]:
     """A fresh simulator (250 profiles, seed 1); starting one takes ~50 ms, so no sharing is needed."""

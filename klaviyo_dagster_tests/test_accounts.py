@@ -14,6 +14,7 @@ from klaviyo_dagster.accounts import (
     encrypt_api_key,
 )
 from klaviyo_dagster.storage.tables import IngestTables
+from klaviyo_dagster_tests.conftest import add_klaviyo_integration
 
 VECTOR_KEY = "test-integrations-key"
 VECTOR_BLOB = json.dumps(
@@ -73,13 +74,11 @@ def tables(request: pytest.FixtureRequest, tmp_path) -> IngestTables:
         (DELETED, VECTOR_BLOB, True),
         (BROKEN, VECTOR_BLOB.replace("Kg8U", "Kg9U"), True),
     ]
+    for account, blob, enabled in rows:
+        add_klaviyo_integration(
+            made, account, blob, enabled=enabled, integration_id=account.replace("-4", "-5", 1)
+        )
     with made._transaction() as tx:
-        for account, blob, enabled in rows:
-            tx.execute(
-                "insert into account_integrations (id, account_id, provider, encrypted_api_key, enabled) "
-                "values (?, ?, 'klaviyo', ?, ?)",
-                (account.replace("-4", "-5", 1), account, blob, enabled),
-            )
         tx.execute("update accounts set deleted_at = ? where id = ?", ("2026-01-01T00:00:00+00:00", DELETED))
     return made
 

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+import httpx
+from pydantic import Field, PrivateAttr
 
 from klaviyo_dagster.klaviyo.client import API_KEY_ENV_VARS, KlaviyoClient, RetryPolicy
 from klaviyo_dagster.klaviyo.ledger import LedgerBinding, ReportCallLedger
@@ -57,6 +58,23 @@ class KlaviyoResource(dg.ConfigurableResource):
         description="Longest single wait for a rate limit before failing (the daily report quota says hours).",
     )
     timeout_seconds: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(
+        default=RetryPolicy.max_retries, ge=0, description="Retries of a call after a 5xx, timeout or reset."
+    )
+    backoff_base_seconds: float = Field(
+        default=RetryPolicy.backoff_base_seconds, gt=0, description="First backoff between retries (doubles)."
+    )
+    backoff_cap_seconds: float = Field(
+        default=RetryPolicy.backoff_cap_seconds, gt=0, description="Longest backoff between retries."
+    )
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=self.max_retries,
+            backoff_base_seconds=self.backoff_base_seconds,
+            backoff_cap_seconds=self.backoff_cap_seconds,
+            max_wait_seconds=self.max_wait_seconds,
+        )
 
     def get_client(self, api_key: str | None = None, *, ledger: LedgerBinding | None = None) -> KlaviyoClient:
         """A client for this store (or for ``api_key``'s store); close it when done.
@@ -66,7 +84,7 @@ class KlaviyoResource(dg.ConfigurableResource):
         binding's hooks, instead of failing. A call left in flight by a worker that died stops
         blocking the account after the request timeout times the attempts a call may make.
         """
-        retry = RetryPolicy(max_wait_seconds=self.max_wait_seconds)
+        retry = self.retry_policy()
         report_ledger = None
         if ledger is not None:
             report_ledger = ReportCallLedger(
@@ -141,8 +159,48 @@ class IngestStoreResource(dg.ConfigurableResource):
         default=None, description="Unset: DATA_INGEST_BUCKET, PREAUTH_BUCKET, preauth-uploads."
     )
     data_dir: str | None = Field(default=None, description="The local store's folder.")
+    storage_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Per-request timeout of Storage calls."
+    )
+    storage_max_attempts: int = Field(
+        default=4, ge=1, description="Tries of a Storage call (5xx, 429, timeouts)."
+    )
+    storage_backoff_base_seconds: float = Field(
+        default=0.5, gt=0, description="First backoff between Storage tries (doubles, with jitter)."
+    )
+    storage_backoff_max_seconds: float = Field(
+        default=10.0, gt=0, description="Longest backoff between tries."
+    )
+    _store: IngestStore | None = PrivateAttr(default=None)
+
+    def files_kinds(self) -> set[str]:
+        """Dagster kinds of where the CSVs go: Supabase Storage, or none (a local folder)."""
+        return {"supabase"} if self.supabase_url else set()
+
+    def tables_kinds(self) -> set[str]:
+        """Dagster kinds of where the snapshot's rows go: Supabase's Postgres, or local SQLite."""
+        return {"supabase", "postgres"} if self.supabase_url else {"sqlite"}
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A run step starts with no store open; the first ``get_store`` opens the one it keeps."""
+        self._store = None
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Closes the step's store (its Storage HTTP client) when the step ends."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def get_store(self) -> IngestStore:
+        """The store, opened once per step (or per sensor or schedule evaluation) and closed at its end.
+
+        Raises ``StorageConfigError`` when only part of the Supabase settings is given.
+        """
+        if self._store is None:
+            self._store = self._open_store()
+        return self._store
+
+    def _open_store(self) -> IngestStore:
         bucket = self.bucket or bucket_from_env()
         if not (self.supabase_url or self.service_role_key or self.db_url):
             return local_store(Path(self.data_dir) if self.data_dir else default_data_dir(), bucket)
@@ -151,7 +209,18 @@ class IngestStoreResource(dg.ConfigurableResource):
                 "The Supabase store needs supabase_url, service_role_key and db_url together "
                 "(SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL)."
             )
-        return supabase_store(self.supabase_url, self.service_role_key, self.db_url, bucket)
+        return supabase_store(
+            self.supabase_url,
+            self.service_role_key,
+            self.db_url,
+            bucket,
+            timeout=httpx.Timeout(
+                self.storage_timeout_seconds, connect=min(10.0, self.storage_timeout_seconds)
+            ),
+            max_attempts=self.storage_max_attempts,
+            backoff_base=self.storage_backoff_base_seconds,
+            backoff_max=self.storage_backoff_max_seconds,
+        )
 
 
 def ingest_store_resource_from_env() -> IngestStoreResource:

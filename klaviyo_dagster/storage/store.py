@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from klaviyo_dagster.storage.objects import LocalObjectStore, ObjectStore, bucket_from_env
 from klaviyo_dagster.storage.supabase_objects import StorageConfigError, SupabaseObjectStore
@@ -31,6 +32,13 @@ class IngestStore:
 
     def describe(self) -> str:
         return f"objects {self.objects.describe()}, tables {self.tables.describe()}"
+
+    def close(self) -> None:
+        """Closes what the store opened (Supabase Storage's HTTP client); the tables open a
+        connection per operation and hold none."""
+        close = getattr(self.objects, "close", None)
+        if close is not None:
+            close()
 
 
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -75,9 +83,13 @@ def local_store(data_dir: Path, bucket: str) -> IngestStore:
     )
 
 
-def supabase_store(url: str, service_role_key: str, db_url: str, bucket: str) -> IngestStore:
+def supabase_store(
+    url: str, service_role_key: str, db_url: str, bucket: str, **storage_settings: Any
+) -> IngestStore:
+    """Supabase Storage and the dashboard's Postgres; ``storage_settings`` go to
+    ``SupabaseObjectStore`` (``timeout``, ``max_attempts``, ``backoff_base``, ``backoff_max``)."""
     return IngestStore(
-        objects=SupabaseObjectStore(url, service_role_key, bucket),
+        objects=SupabaseObjectStore(url, service_role_key, bucket, **storage_settings),
         tables=IngestTables.postgres(db_url),
         owns_accounts=False,
     )

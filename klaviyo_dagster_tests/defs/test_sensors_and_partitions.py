@@ -21,8 +21,9 @@ from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
 from klaviyo_dagster.defs.sensors import klaviyo_accounts_sensor
 from klaviyo_dagster.producers.account import AccountTimezone
 from klaviyo_dagster.readiness import first_partition_date
+from klaviyo_dagster.run_names import partition_key_text
 from klaviyo_dagster.storage.tables import IngestTables
-from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
+from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE, add_klaviyo_integration
 
 ACCOUNT = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 OTHER = "bbbbbbbb-0000-4000-8000-000000000002"
@@ -34,8 +35,9 @@ KLAVIYO = KlaviyoResource(time_scale=TINY_TIME_SCALE)
 def accounts_sensor(
     instance: dg.DagsterInstance, store: IngestStoreResource
 ) -> dg.SensorResult | dg.SkipReason:
-    with dg.build_sensor_context(instance=instance) as context:
-        return klaviyo_accounts_sensor(context, ingest_store=store, klaviyo=KLAVIYO)
+    resources = {"ingest_store": store, "klaviyo": KLAVIYO}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        return klaviyo_accounts_sensor(context)
 
 
 @pytest.fixture
@@ -81,11 +83,7 @@ def test_the_accounts_sensor_adds_new_and_removes_gone_accounts(
     monkeypatch.delenv("KLAVIYO_ACCOUNT_ID", raising=False)
     for account, enabled in ((ACCOUNT, True), (OTHER, False)):
         tables.ensure_account(account, "store")
-        with tables._transaction() as tx:
-            tx.execute(
-                "insert into account_integrations (account_id, provider, encrypted_api_key, enabled) values (?, 'klaviyo', ?, ?)",
-                (account, encrypt_api_key("pk_x", "enc"), enabled),
-            )
+        add_klaviyo_integration(tables, account, encrypt_api_key("pk_x", "enc"), enabled=enabled)
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [OTHER])  # was synced before being disabled
 
@@ -204,3 +202,11 @@ def test_the_accounts_sensor_keeps_the_last_account_tried_in_its_cursor(monkeypa
 def test_the_readiness_module_knows_the_partitions_first_date() -> None:
     # readiness.py (no Dagster) reads KLAVIYO_PARTITIONS_START_DATE as defs/partitions.py does
     assert first_partition_date() == date_partitions.start.date()
+
+
+def test_the_triggers_partition_key_text_is_dagsters_own() -> None:
+    """The trigger writes partition tags without importing the definitions (``run_names.py``)."""
+    day = date(2026, 3, 9)
+
+    assert partition_key_text(ACCOUNT_ID, day) == str(partition_key(ACCOUNT_ID, day))
+    assert split_partition_key(partition_key_text(ACCOUNT_ID, day)) == (ACCOUNT_ID, day)

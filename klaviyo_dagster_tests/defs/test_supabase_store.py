@@ -10,6 +10,7 @@ from klaviyo_dagster.definitions import store_resources
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.defs.snapshot import snapshot
+from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, BUCKET, SERVICE_KEY
 from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION, TINY_UPLOAD_ID
@@ -103,3 +104,29 @@ def test_a_partial_supabase_setup_is_refused_naming_what_is_missing(monkeypatch)
     monkeypatch.delenv("SUPABASE_DB_URL", raising=False)
     with pytest.raises(ValueError, match="SUPABASE_SERVICE_ROLE_KEY, SUPABASE_DB_URL"):
         ingest_store_resource_from_env()
+
+
+def test_a_run_opens_one_storage_client_per_store_resource_and_closes_every_one(
+    tiny_store_env, instance, supabase_resources, monkeypatch
+) -> None:
+    """The resource owns the store it opens: one per resource for the whole run, closed at its end."""
+    opened: list[SupabaseObjectStore] = []
+    closed: list[SupabaseObjectStore] = []
+    real_init, real_close = SupabaseObjectStore.__init__, SupabaseObjectStore.close
+
+    def counting_init(self, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    def counting_close(self) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(SupabaseObjectStore, "__init__", counting_init)
+    monkeypatch.setattr(SupabaseObjectStore, "close", counting_close)
+
+    assert run(instance, supabase_resources).success
+
+    # The ingest_store resource and the IO manager's: not one per file, per output, per check.
+    assert 1 <= len(opened) <= 2
+    assert {id(store) for store in closed} == {id(store) for store in opened}

@@ -8,7 +8,6 @@ the Klaviyo client is built with for the test (see NOTES.md, "What the simulator
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import socket
@@ -29,9 +28,7 @@ from klaviyo_dagster.defs import resources as resources_module
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.defs.snapshot import snapshot
-from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
-from klaviyo_dagster.storage import store as store_module
-from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
+from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster_tests.conftest import SERVICE_KEY
 from klaviyo_dagster_tests.defs import conftest as defs_fixtures
 from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION, TINY_UPLOAD_ID
@@ -111,14 +108,14 @@ def assert_every_materialization_matches_its_file(
             assert data_rows(data) == metadata["dagster/row_count"], node
 
 
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The resource's client keeps its retry counts but backs off in milliseconds (tests only)."""
-    monkeypatch.setattr(
-        resources_module,
-        "RetryPolicy",
-        functools.partial(RetryPolicy, backoff_base_seconds=0.005, backoff_cap_seconds=0.02),
-    )
+# KlaviyoResource fields: the client keeps its retry counts but backs off in milliseconds.
+FAST_RETRIES = {"backoff_base_seconds": 0.005, "backoff_cap_seconds": 0.02}
+# IngestStoreResource fields: Storage calls time out after 0.5 s and back off in milliseconds.
+FAST_STORAGE = {
+    "storage_timeout_seconds": 0.5,
+    "storage_backoff_base_seconds": 0.005,
+    "storage_backoff_max_seconds": 0.02,
+}
 
 
 # --- the production store -------------------------------------------------------------------------------
@@ -133,18 +130,11 @@ def closed_port_dsn(password: str = "pw-not-a-real-one") -> str:  # noqa: S107 -
 
 
 def supabase_resources(resources: dict, double_url: str, db_url: str, service_key: str = SERVICE_KEY) -> dict:
-    store = IngestStoreResource(supabase_url=double_url, service_role_key=service_key, db_url=db_url)
-    return {**resources, **store_resources(store)}
-
-
-@pytest.fixture
-def fast_storage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Storage calls time out after 0.5 s and back off in milliseconds (the resource has no such knobs)."""
-    monkeypatch.setattr(
-        store_module,
-        "SupabaseObjectStore",
-        functools.partial(SupabaseObjectStore, timeout=0.5, backoff_base=0.005, backoff_max=0.02),
+    """The resources with the Supabase store on the double, its retries at ``FAST_STORAGE``."""
+    store = IngestStoreResource(
+        supabase_url=double_url, service_role_key=service_key, db_url=db_url, **FAST_STORAGE
     )
+    return {**resources, **store_resources(store)}
 
 
 # --- transport-level faults -------------------------------------------------------------------------

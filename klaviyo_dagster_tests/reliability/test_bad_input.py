@@ -30,7 +30,7 @@ from klaviyo_dagster.sim import DEFAULT_API_KEY
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.objects import LocalObjectStore, validate_object_key
 from klaviyo_dagster.storage.tables import IngestTables
-from klaviyo_dagster_tests.conftest import ACCOUNT_ID
+from klaviyo_dagster_tests.conftest import ACCOUNT_ID, add_klaviyo_integration
 from klaviyo_dagster_tests.defs.conftest import TINY_UPLOAD_ID
 from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
 from klaviyo_dagster_tests.reliability.conftest import (
@@ -140,7 +140,7 @@ def test_a_run_of_a_malformed_account_partition_writes_nothing_anywhere(
 
 
 def test_an_account_missing_from_the_dashboard_fails_the_snapshot_and_binds_nothing(
-    tiny_store_env, instance, resources, supabase_double, clean_postgres, fast_storage
+    tiny_store_env, instance, resources, supabase_double, clean_postgres
 ) -> None:
     result = run_partition(instance, supabase_resources(resources, supabase_double.url, clean_postgres))
 
@@ -220,15 +220,7 @@ def test_a_corrupt_encrypted_key_fails_the_partition_before_any_call(
     )
     tables = store_resource.get_store().tables
     tables.ensure_account(ACCOUNT_ID, "store")
-    with tables._transaction() as tx:
-        tx.execute(
-            "insert into account_integrations (id, account_id, provider, encrypted_api_key) values (?, ?, 'klaviyo', ?)",
-            (
-                "6c0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f61",
-                ACCOUNT_ID,
-                tampered(blob) if "tampered" in damage else blob,
-            ),
-        )
+    add_klaviyo_integration(tables, ACCOUNT_ID, tampered(blob) if "tampered" in damage else blob)
 
     result = run_partition(instance, resources)
 

@@ -39,9 +39,15 @@ from klaviyo_dagster.defs.resources import (
 from klaviyo_dagster.defs.snapshot import snapshot_processing_from_env
 from klaviyo_dagster.sim import FaultSpec
 from klaviyo_dagster.storage.tables import IngestTables
-from klaviyo_dagster_tests.conftest import ACCOUNT_ID, BUCKET, TINY_TIME_SCALE
+from klaviyo_dagster_tests.conftest import ACCOUNT_ID, BUCKET, TINY_TIME_SCALE, add_klaviyo_integration
 from klaviyo_dagster_tests.producers.tiny_store import TinyStore
-from klaviyo_dagster_tests.reliability.conftest import closed_port_dsn, run_config, run_partition, step_events
+from klaviyo_dagster_tests.reliability.conftest import (
+    FAST_RETRIES,
+    closed_port_dsn,
+    run_config,
+    run_partition,
+    step_events,
+)
 from klaviyo_dagster_tests.storage.supabase_double import SupabaseStorageDouble
 
 SENTINELS = {
@@ -108,11 +114,9 @@ def sentinel_world(simulator_factory, sentinel_role_dsn, clean_postgres, monkeyp
     )
     tables = IngestTables.postgres(clean_postgres)
     tables.ensure_account(ACCOUNT_ID, "Sentinel store")
-    with psycopg.connect(clean_postgres) as connection:
-        connection.execute(
-            "insert into account_integrations (account_id, provider, encrypted_api_key) values (%s, 'klaviyo', %s)",
-            (ACCOUNT_ID, encrypt_api_key(SENTINELS["klaviyo key"], SENTINELS["encryption key"])),
-        )
+    add_klaviyo_integration(
+        tables, ACCOUNT_ID, encrypt_api_key(SENTINELS["klaviyo key"], SENTINELS["encryption key"])
+    )
     processor = EchoingProcessor()
     with SupabaseStorageDouble(service_key=SENTINELS["service key"], buckets=(BUCKET,)) as double:
         for name in (
@@ -142,7 +146,7 @@ def sentinel_world(simulator_factory, sentinel_role_dsn, clean_postgres, monkeyp
 def env_resources() -> dict:
     """Resources as definitions.py builds them from the environment (only the pacing scale differs)."""
     return pipeline_resources(
-        KlaviyoResource(time_scale=TINY_TIME_SCALE, timeout_seconds=2),
+        KlaviyoResource(time_scale=TINY_TIME_SCALE, timeout_seconds=2, **FAST_RETRIES),
         ingest_store_resource_from_env(),
         snapshot_processing_from_env(),
     )
@@ -164,7 +168,7 @@ def everything_recorded(instance: dg.DagsterInstance, results, world: dict) -> s
 
 
 def test_no_secret_appears_in_anything_a_run_produces(
-    sentinel_world, instance, fast_retries, caplog, capfd, monkeypatch
+    sentinel_world, instance, caplog, capfd, monkeypatch
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sim, double, processor = sentinel_world["sim"], sentinel_world["double"], sentinel_world["processor"]
@@ -222,7 +226,7 @@ UNENCODED_PASSWORD = "SENTINELp1 SENTINELp2@SENTINELp3:SENTINELp4/SENTINELp5"
 
 
 def test_an_unencoded_database_password_appears_in_nothing_a_run_produces(
-    sentinel_world, instance, fast_retries, caplog, capfd, monkeypatch
+    sentinel_world, instance, caplog, capfd, monkeypatch
 ) -> None:
     caplog.set_level(logging.DEBUG)
     dsn = closed_port_dsn("PLACEHOLDER").replace("PLACEHOLDER", UNENCODED_PASSWORD)

@@ -40,7 +40,7 @@ OBJECTS = {f"{TINY_UPLOAD_ID}/{name}" for name in FILE_NAMES.values()}
 
 
 @pytest.fixture
-def production(resources, supabase_double, clean_postgres, fast_storage) -> dict:
+def production(resources, supabase_double, clean_postgres) -> dict:
     IngestTables.postgres(clean_postgres).ensure_account(ACCOUNT_ID, "Acme")
     return supabase_resources(resources, supabase_double.url, clean_postgres)
 
