@@ -28,7 +28,7 @@ from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoError
 from klaviyo_dagster.producers.account import account_timezone
-from klaviyo_dagster.producers.options import TIMEFRAME_DAYS, SyncOptions
+from klaviyo_dagster.producers.options import TIMEFRAME_DAYS, SyncOptions, validation_messages
 from klaviyo_dagster.producers.sync import FLOWS, SyncFailed, dry_run
 from klaviyo_dagster.readiness import (
     AccountZone,
@@ -79,9 +79,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, now: datetime | Non
     except InvalidDate as exc:
         return _fail(out, INVALID_OPTIONS, [str(exc)])
     except ValidationError as exc:
-        return _fail(
-            out, INVALID_OPTIONS, [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
-        )
+        problems = validation_messages(exc)
+        # The options' own messages start with the field's name; pydantic's do not.
+        return _fail(out, INVALID_OPTIONS, [m if m.startswith(f) else f"{f}: {m}" for f, m in problems])
     except DateNotComplete as exc:
         return _fail(out, DATE_NOT_COMPLETE, str(exc))
     except OverflowError as exc:  # a date at the end of the calendar; refused above, kept as a guard

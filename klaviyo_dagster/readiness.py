@@ -29,7 +29,7 @@ MAX_SETTLING_DELAY = timedelta(hours=24)
 # account whose timezone is not recorded yet, so no date is requested before it has ended wherever
 # the account is; it only ever makes a run later than needed, never too early.
 LATEST_ZONE = "Etc/GMT+12"
-# The partitions' first date (defs/partitions.py reads the same setting; this module imports no Dagster).
+# The partitions' first date (defs/partitions.py starts its date partitions there; no Dagster here).
 PARTITIONS_START_ENV_VAR = "KLAVIYO_PARTITIONS_START_DATE"
 DEFAULT_PARTITIONS_START = date(2024, 1, 1)
 # ASCII only: str.isdigit() also takes superscripts, full-width and Arabic-Indic digits.

@@ -64,7 +64,7 @@ def test_bad_options_are_refused_before_any_call(tiny_store_env, capsys) -> None
     assert code == 1
     assert result == {
         "error": "InvalidOptions",
-        "details": ["audience_max_pages: Value error, audience_max_pages must be 0 or more, got -1"],
+        "details": ["audience_max_pages must be 0 or more, got -1"],
     }
     assert tiny_store_env.requests == []
 

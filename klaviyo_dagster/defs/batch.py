@@ -15,10 +15,9 @@ from datetime import date
 import dagster as dg
 from dagster._core.execution.backfill import BulkActionStatus  # not exported; read only
 
-from klaviyo_dagster.defs.partitions import ACCOUNT_DIMENSION, DATE_DIMENSION, split_partition_key
+from klaviyo_dagster.defs.partitions import split_partition_key
+from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG
 
-ACCOUNT_TAG = f"dagster/partition/{ACCOUNT_DIMENSION}"
-DATE_TAG = f"dagster/partition/{DATE_DIMENSION}"
 BACKFILL_TAG = "dagster/backfill"
 WAITING_OR_GOING = [
     dg.DagsterRunStatus.QUEUED,
@@ -35,16 +34,18 @@ def pending_dates(
     ``asset_key`` is the asset asking (its backfill partitions are the ones looked at)."""
     left = _dates_left_in_backfill(instance, run, account_id, asset_key)
     dates = _dates_of_other_runs(instance, run, account_id) | left
-    own = run.tags.get(DATE_TAG)
+    own = run.tags.get(DATE_PARTITION_TAG)
     return frozenset(d for d in dates if own is None or d.isoformat() != own)
 
 
 def _dates_of_other_runs(instance: dg.DagsterInstance, run: dg.DagsterRun, account_id: str) -> set[date]:
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=WAITING_OR_GOING, tags={ACCOUNT_TAG: account_id}))
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=WAITING_OR_GOING, tags={ACCOUNT_PARTITION_TAG: account_id})
+    )
     dates = set()
     for other in runs:
-        if other.run_id != run.run_id and DATE_TAG in other.tags and not _is_dry_run(other):
-            dates.add(date.fromisoformat(other.tags[DATE_TAG]))
+        if other.run_id != run.run_id and DATE_PARTITION_TAG in other.tags and not _is_dry_run(other):
+            dates.add(date.fromisoformat(other.tags[DATE_PARTITION_TAG]))
     return dates
 
 

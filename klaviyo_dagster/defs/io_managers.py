@@ -17,17 +17,14 @@ import dagster as dg
 
 from klaviyo_dagster.defs.partitions import split_partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
+from klaviyo_dagster.producers.sync import FILES
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.objects import ObjectStore
 from klaviyo_dagster.storage.publish import staging_key
 
 INGEST_IO_MANAGER_KEY = "ingest_io_manager"
-# Asset name → the object name the dashboard expects.
-OBJECT_NAMES = {
-    "flows_csv": "flows.csv",
-    "campaigns_csv": "campaigns.csv",
-    "subscribers_csv": "subscribers.csv",
-}
+# Asset name (flows_csv, ...) → the object name the dashboard expects.
+OBJECT_NAMES = {f"{file.kind}_csv": file.filename for file in FILES}
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,7 @@ import dagster as dg
 
 from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
-
-INGEST_JOB_NAME = "klaviyo_ingest"
-DRY_RUN_JOB_NAME = "klaviyo_dry_run"
+from klaviyo_dagster.run_names import DRY_RUN_JOB_NAME, INGEST_JOB_NAME
 
 klaviyo_ingest_job = dg.define_asset_job(
     INGEST_JOB_NAME,

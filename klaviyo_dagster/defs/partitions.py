@@ -1,4 +1,4 @@
-"""Partitions: one per (UTC date, Klaviyo account).
+"""Partitions: one per (UTC date, Klaviyo account), keyed ``<account uuid>|YYYY-MM-DD``.
 
 The date is the natural idempotency key: a partition always reads the same Klaviyo window and
 writes the same files, so reruns and backfills overwrite instead of duplicating.
@@ -6,34 +6,24 @@ writes the same files, so reruns and backfills overwrite instead of duplicating.
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import date
 
 import dagster as dg
 
 from klaviyo_dagster.accounts import validate_account_id
+from klaviyo_dagster.readiness import first_partition_date
+from klaviyo_dagster.run_names import ACCOUNT_DIMENSION, ACCOUNTS_PARTITIONS_NAME, DATE_DIMENSION
 
-ACCOUNTS_PARTITIONS_NAME = "klaviyo_accounts"
-DATE_DIMENSION = "date"
-ACCOUNT_DIMENSION = "account"
-START_DATE_ENV_VAR = "KLAVIYO_PARTITIONS_START_DATE"
-DEFAULT_START_DATE = "2024-01-01"
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _start_date() -> str:
-    raw = os.environ.get(START_DATE_ENV_VAR) or DEFAULT_START_DATE
-    try:
-        return date.fromisoformat(raw).isoformat()
-    except ValueError:
-        raise ValueError(f"{START_DATE_ENV_VAR} must be a date like 2024-01-01, got {raw!r}") from None
 
 
 # Daily UTC dates, today's included (end_offset=1): east of UTC a day is complete before it ends in
 # UTC (Auckland's D from 14:05 UTC on D), so its key must exist by then. Which keys are complete for
 # an account is readiness.py's question, asked by the schedule, the catch-up sensor and the trigger.
-date_partitions = dg.DailyPartitionsDefinition(start_date=_start_date(), timezone="UTC", end_offset=1)
+date_partitions = dg.DailyPartitionsDefinition(
+    start_date=first_partition_date().isoformat(), timezone="UTC", end_offset=1
+)
 account_partitions = dg.DynamicPartitionsDefinition(name=ACCOUNTS_PARTITIONS_NAME)
 klaviyo_partitions = dg.MultiPartitionsDefinition(
     {DATE_DIMENSION: date_partitions, ACCOUNT_DIMENSION: account_partitions}

@@ -27,13 +27,11 @@ from datetime import date
 import dagster as dg
 
 from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME
-from klaviyo_dagster.defs.partitions import ACCOUNT_DIMENSION, DATE_DIMENSION
+from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG
 
 # Dagster's own run tags (dagster._core.storage.tags), read here, never written.
 FAILURE_REASON_TAG = "dagster/failure_reason"
 WILL_RETRY_TAG = "dagster/will_retry"
-ACCOUNT_PARTITION_TAG = f"dagster/partition/{ACCOUNT_DIMENSION}"
-DATE_PARTITION_TAG = f"dagster/partition/{DATE_DIMENSION}"
 # Failure reasons (dagster RunFailureReason) that mean the job's own code failed: a person must look.
 FAILED_IN_CODE = frozenset({"STEP_FAILURE", "JOB_INITIALIZATION_FAILURE"})
 # Failure reasons that mean the run never started, or its worker crashed or was stopped: retryable,

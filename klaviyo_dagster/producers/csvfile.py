@@ -116,24 +116,37 @@ class CsvSummary:
     reconciliation: Mapping[str, object] = field(default_factory=dict)
 
 
-class CsvBlock:
+class _RowWriter:
+    """Writes each row as ``"\\n" + record`` to ``out``, counts them and keeps the first records
+    until ``kept`` holds ``keep`` lines (the preview)."""
+
+    def __init__(self, out: TextIO, kept: list[str], keep: int) -> None:
+        self._out = out
+        self._kept = kept
+        self._keep = keep
+        self.rows = 0
+        self.tally: Counter[str] = (
+            Counter()
+        )  # what the rows' producer counted, e.g. profiles dropped by reason
+
+    def write_row(self, values: Sequence[Any]) -> None:
+        line = csv_line(values)
+        self._out.write("\n" + line)
+        self.rows += 1
+        if len(self._kept) < self._keep:
+            self._kept.append(line)
+
+
+class CsvBlock(_RowWriter):
     """Rows for a CsvWriter, formatted into a separate stream (a parallel worker's share of a file)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.rows = 0
         self.first_records: list[str] = []
-        self.tally: Counter[str] = Counter()  # what the rows' producer counted, merged into the writer's
-
-    def write_row(self, values: Sequence[Any]) -> None:
-        line = csv_line(values)
-        self.out.write("\n" + line)
-        self.rows += 1
-        if self.rows <= PREVIEW_ROWS:
-            self.first_records.append(line)
+        super().__init__(out, self.first_records, PREVIEW_ROWS)
 
 
-class CsvWriter:
+class CsvWriter(_RowWriter):
     """Writes header and rows to a text stream, ``\\n`` between lines, newline after the last optional.
 
     flows.csv and campaigns.csv end without a newline, subscribers.csv with one (as the old files
@@ -141,19 +154,10 @@ class CsvWriter:
     """
 
     def __init__(self, out: TextIO, header: Sequence[str], *, final_newline: bool) -> None:
-        self._out = out
         self._final_newline = final_newline
-        self.rows = 0
-        self.tally: Counter[str] = Counter()  # e.g. profiles seen and dropped, by reason
         self._preview = [csv_line(header)]
-        self._out.write(self._preview[0])
-
-    def write_row(self, values: Sequence[Any]) -> None:
-        line = csv_line(values)
-        self._out.write("\n" + line)
-        self.rows += 1
-        if self.rows <= PREVIEW_ROWS:
-            self._preview.append(line)
+        super().__init__(out, self._preview, PREVIEW_ROWS + 1)
+        out.write(self._preview[0])
 
     def append_block(self, block: CsvBlock) -> None:
         """Copies a ``CsvBlock``'s rows (each written as ``"\n" + record``) after ours, with its tally."""

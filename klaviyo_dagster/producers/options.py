@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 AudienceSchema = Literal["required", "extended", "minimal"]
 
@@ -90,3 +90,12 @@ class SyncOptions(BaseModel):
                 "audience_max_pages": 0,
             }
         )
+
+
+def validation_messages(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field, message)`` per problem of a ``SyncOptions`` validation, without pydantic's
+    "Value error, " prefix (our validators' messages already say what is wrong and how to fix it)."""
+    return [
+        (".".join(map(str, error["loc"])), str(error["msg"]).removeprefix("Value error, "))
+        for error in exc.errors()
+    ]

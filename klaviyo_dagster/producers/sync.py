@@ -39,6 +39,7 @@ from klaviyo_dagster.producers.reconcile import (
 from klaviyo_dagster.producers.shared import SharedFetches, audience_record_key, file_digest
 from klaviyo_dagster.producers.subscribers import SUBSCRIBER_HEADERS, write_subscribers_csv
 from klaviyo_dagster.producers.window import Window
+from klaviyo_dagster.storage.objects import CAMPAIGNS_OBJECT, FLOWS_OBJECT, SUBSCRIBERS_OBJECT
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +110,15 @@ class SyncSession:
         Klaviyo's failures carry Klaviyo's details. Anything else a producer raises (a response
         shape no rule foresaw) is wrapped too, as a ``KlaviyoDataError`` naming the exception, so
         no raw exception reaches Dagster and the file's failure name still says which file it was.
+        An ``OSError`` is this machine's (a data folder that is a file, a full disk), not Klaviyo's,
+        and propagates as it is.
         """
         try:
             return file.write(self, out)
         except KlaviyoError as exc:
             raise SyncFailed(file, exc) from exc
+        except OSError:
+            raise
         except Exception as exc:
             unexpected = KlaviyoDataError(
                 f"a Klaviyo response had a shape {file.filename} cannot be built from "
@@ -237,7 +242,7 @@ def remove_stale_files(folder: Path, older_than: timedelta) -> list[Path]:
 
 FLOWS = CsvFile(
     "flows",
-    "flows.csv",
+    FLOWS_OBJECT,
     "FlowSyncFailed",
     lambda s, out: write_flows_csv(s.client, s.options, s.window, s.metric_id, out, s.shared),
     lambda options: FLOWS_HEADER,
@@ -245,7 +250,7 @@ FLOWS = CsvFile(
 )
 CAMPAIGNS = CsvFile(
     "campaigns",
-    "campaigns.csv",
+    CAMPAIGNS_OBJECT,
     "CampaignSyncFailed",
     lambda s, out: write_campaigns_csv(s.client, s.options, s.window, s.metrics_window, s.metric_id, out),
     lambda options: CAMPAIGNS_HEADER,
@@ -253,7 +258,7 @@ CAMPAIGNS = CsvFile(
 )
 SUBSCRIBERS = CsvFile(
     "subscribers",
-    "subscribers.csv",
+    SUBSCRIBERS_OBJECT,
     "AudienceSyncFailed",
     lambda s, out: write_subscribers_csv(s.client, s.options, out),
     lambda options: SUBSCRIBER_HEADERS[options.audience_schema],

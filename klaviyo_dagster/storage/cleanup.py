@@ -76,6 +76,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from klaviyo_dagster.accounts import validate_account_id
 from klaviyo_dagster.storage.objects import KnowsModifiedTimes, ObjectStore
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import (
@@ -256,7 +257,7 @@ def run_cleanup(
     else:
         if isinstance(account_ids, str):
             raise TypeError("account_ids takes a sequence of account ids, not a single string")
-        accounts = list(dict.fromkeys(_account_id(a) for a in account_ids))
+        accounts = list(dict.fromkeys(validate_account_id(a) for a in account_ids))
 
     storage_error = probe_storage(store.objects)
     if storage_error:
@@ -698,10 +699,3 @@ class _Sql:
 _NO_FOREIGN_SNAPSHOT = (
     "not exists (select 1 from snapshots f where f.upload_id = u.id and f.account_id <> u.account_id)"
 )
-
-
-def _account_id(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except (AttributeError, TypeError, ValueError):
-        raise ValueError(f"account ids must be the dashboard's account uuids, got {value!r}") from None

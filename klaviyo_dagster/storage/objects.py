@@ -12,14 +12,20 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 DEFAULT_BUCKET = "preauth-uploads"
 BUCKET_ENV_VARS = ("DATA_INGEST_BUCKET", "PREAUTH_BUCKET")
-CSV_NAMES = frozenset({"flows.csv", "campaigns.csv", "subscribers.csv"})
+# The three files of an upload folder (contracts/supabase.md, "Bucket layout"); the only copy.
+FLOWS_OBJECT, CAMPAIGNS_OBJECT, SUBSCRIBERS_OBJECT = CSV_OBJECT_NAMES = (
+    "flows.csv",
+    "campaigns.csv",
+    "subscribers.csv",
+)
+CSV_NAMES = frozenset(CSV_OBJECT_NAMES)
 MAX_KEY_LENGTH = 1024  # Supabase Storage's limit on an object name
 # Hosted Free plans cap a standard upload at 50 MB per object (50 * 1024 * 1024 bytes).
 FREE_PLAN_MAX_OBJECT_BYTES = 50 * 1024 * 1024
@@ -172,28 +178,24 @@ class KnowsModifiedTimes(Protocol):
 
 def _atomic_copy(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` through a temp file beside it and ``os.replace``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-            shutil.copyfileobj(src, out, 1024 * 1024)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with source.open("rb") as src:
+        _write_atomically(target, lambda out: shutil.copyfileobj(src, out, 1024 * 1024))
 
 
 def write_atomically(data: bytes, target: Path) -> None:
     """Write ``data`` to ``target`` through a temp file beside it and ``os.replace``."""
+    _write_atomically(target, lambda out: out.write(data))
+
+
+def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write`` into a temp file beside ``target`` (hidden from listings), synced, then renamed
+    over it: a reader sees the old file or the whole new one. The temp file goes on any failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)

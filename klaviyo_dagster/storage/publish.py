@@ -69,6 +69,7 @@ import psycopg
 
 from klaviyo_dagster.processing.metrics import DayTotals, OwnActivity, SnapshotMetrics, daily_totals
 from klaviyo_dagster.storage.objects import (
+    CSV_OBJECT_NAMES,
     KnowsModifiedTimes,
     ObjectNotFound,
     ObjectStore,
@@ -87,7 +88,7 @@ from klaviyo_dagster.storage.tables import (
 
 log = logging.getLogger(__name__)
 
-FILE_NAMES = ("flows.csv", "campaigns.csv", "subscribers.csv")
+FILE_NAMES = CSV_OBJECT_NAMES
 STAGING_FOLDER = ".staging"
 DEFAULT_STALE_STAGING_AFTER = timedelta(hours=6)
 

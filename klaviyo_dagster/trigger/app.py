@@ -37,21 +37,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from klaviyo_dagster.account_zones import zone_of
 from klaviyo_dagster.accounts import AccountDirectory
-from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
-from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
-from klaviyo_dagster.defs.partitions import (
-    ACCOUNT_DIMENSION,
-    ACCOUNTS_PARTITIONS_NAME,
-    DATE_DIMENSION,
-    date_partitions,
-    partition_key,
-)
-from klaviyo_dagster.defs.schedules import ACCOUNT_TAG
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.processing.remote import SECRET_HEADER  # the web app's admin-secret header
 from klaviyo_dagster.producers.sync import SyncFailed, dry_run
-from klaviyo_dagster.readiness import AccountZone, DateNotComplete
+from klaviyo_dagster.readiness import AccountZone, DateNotComplete, first_partition_date
+from klaviyo_dagster.run_names import (
+    ACCOUNT_PARTITION_TAG,
+    ACCOUNT_TAG,
+    ACCOUNTS_PARTITIONS_NAME,
+    DATE_PARTITION_TAG,
+    FILE_ASSET_NAMES,
+    INGEST_JOB_NAME,
+    PARTITION_TAG,
+    partition_key_text,
+)
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.storage.tables import MissingTable
@@ -82,7 +82,6 @@ UPDATE_PATH = "/api/dashboard/update"
 STATUS_PATH = "/api/dashboard/update/status"
 IDEMPOTENCY_HEADER = "x-idempotency-key"
 TOKEN_PARAM = "token"  # noqa: S105 - a parameter name, not a secret  # nosec B105
-PARTITION_TAG = "dagster/partition"
 _RUN_ID = re.compile(r"[0-9a-fA-F-]{8,64}")
 REDACTED = "[redacted]"
 # Query parameters blanked in the log whatever their case or encoding: the secret's, and look-alikes.
@@ -203,7 +202,7 @@ class TriggerService:
     def _check_complete(self, trigger: TriggerRequest, now: datetime) -> None:
         """400 naming the parameter when the date asked for is not complete for the account yet."""
         readiness, day = self.settings.readiness, trigger.partition_date
-        first = date_partitions.start.date()
+        first = first_partition_date()
         if day < first:  # a dry run too: no partition, and year 1 has no day before it to window
             raise BadRequest(
                 f"{trigger.date_parameter} must be a partition date from {first}, got {day}",
@@ -247,7 +246,7 @@ class TriggerService:
         """Claims the key (or finds its run), launches when claimed, answers 202; see ``claims.py``."""
         assert trigger.account_id is not None  # parse() refuses a live call without one
         account, day = trigger.account_id, trigger.partition_date
-        first = date_partitions.start.date()
+        first = first_partition_date()
         if day < first:  # complete dates are checked in update(): the newest key is today (UTC)
             raise BadRequest(f"end must be a partition date from {first}, got {day}", "end")
         await run_in_threadpool(_account_key, account)  # 400 Missing klaviyoApiKey, before launching
@@ -362,7 +361,7 @@ class TriggerService:
         tags = {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: key}
         end = claim.parameters.get("end")
         with contextlib.suppress(TypeError, ValueError):  # not a date: by account and key only
-            tags[PARTITION_TAG] = str(partition_key(account, date.fromisoformat(end)))
+            tags[PARTITION_TAG] = partition_key_text(account, date.fromisoformat(end))
         return await self._dagster(self.dagster.find_in_progress, tags)
 
     async def _record_found(
@@ -384,10 +383,10 @@ class TriggerService:
         parameters is a 409, as through a claim."""
         assert trigger.account_id is not None
         account, day = trigger.account_id, trigger.partition_date
-        key = partition_key(account, day)
+        key = partition_key_text(account, day)
         existing = await self._dagster(
             self.dagster.find_in_progress,
-            {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: trigger.idempotency_key, PARTITION_TAG: str(key)},
+            {ACCOUNT_TAG: account, IDEMPOTENCY_TAG: trigger.idempotency_key, PARTITION_TAG: key},
         )
         if existing is not None:
             _refuse_other_parameters(
@@ -402,15 +401,15 @@ class TriggerService:
             return existing, True
         tags = {
             PARTITION_TAG: str(key),
-            f"{PARTITION_TAG}/{ACCOUNT_DIMENSION}": account,
-            f"{PARTITION_TAG}/{DATE_DIMENSION}": day.isoformat(),
+            ACCOUNT_PARTITION_TAG: account,
+            DATE_PARTITION_TAG: day.isoformat(),
             ACCOUNT_TAG: account,
             IDEMPOTENCY_TAG: trigger.idempotency_key,
             TRIGGER_TAG: "api",
             PARAMETERS_TAG: json.dumps(parameters, sort_keys=True, separators=(",", ":")),
         }
         options = trigger.options.model_dump(exclude_defaults=True)
-        run_config = {"ops": {asset.path[-1]: {"config": options} for asset in INGEST_ASSET_KEYS}}
+        run_config = {"ops": {name: {"config": options} for name in FILE_ASSET_NAMES}}
         await self._dagster(self.dagster.add_dynamic_partition, ACCOUNTS_PARTITIONS_NAME, account)
         run_id = await self._dagster(self.dagster.launch, INGEST_JOB_NAME, run_config, tags)
         log.info("launched run %s for %s (idempotency key %s)", run_id, key, trigger.idempotency_key)
@@ -510,14 +509,14 @@ def _run_facts(account_id: str, day: date) -> dict[str, Any]:
     return {
         "accountId": account_id,
         "uploadId": nightly_upload_id(account_id, day),
-        "partition": str(partition_key(account_id, day)),
+        "partition": partition_key_text(account_id, day),
     }
 
 
 def _facts_of(run: RunInfo) -> dict[str, Any] | None:
     """Account, upload and partition of an ingest run, from its tags (None for other runs)."""
-    account = run.tags.get(ACCOUNT_TAG) or run.tags.get(f"{PARTITION_TAG}/{ACCOUNT_DIMENSION}")
-    day = run.tags.get(f"{PARTITION_TAG}/{DATE_DIMENSION}")
+    account = run.tags.get(ACCOUNT_TAG) or run.tags.get(ACCOUNT_PARTITION_TAG)
+    day = run.tags.get(DATE_PARTITION_TAG)
     if not account or not day:
         return None
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from klaviyo_dagster.accounts import validate_account_id
-from klaviyo_dagster.producers.options import RANGES, SyncOptions
+from klaviyo_dagster.producers.options import RANGES, SyncOptions, validation_messages
 
 MODES = ("dry-run", "live")
 NIGHTLY_KEY = re.compile(r"^nightly-(\d{4}-\d{2}-\d{2})$")
@@ -342,10 +342,8 @@ def _options(mode: str, given: dict[str, tuple[str, Any]]) -> SyncOptions:
     try:
         return SyncOptions(mode=mode, **{field: value for field, (_, value) in given.items()})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else ""
+        field, message = validation_messages(exc)[0]
         parameter = given.get(field, (field, None))[0]
-        message = str(error["msg"]).removeprefix("Value error, ")
         # The options' own range messages start with the field's name: put the caller's name there.
         named = message.startswith(field)
         message = parameter + message[len(field) :] if named else f"{parameter}: {message}"

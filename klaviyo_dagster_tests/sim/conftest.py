@@ -17,8 +17,13 @@ HEADERS = {
 }
 
 
+# Only a guard against a hung server, never a speed check: a big report on a busy 2-core machine
+# took longer than 10 s and failed a landing. pytest-timeout (300 s) bounds the test itself.
+CLIENT_TIMEOUT_SECONDS = 120
+
+
 def client_for(sim: SimulatorServer) -> httpx.Client:
-    return httpx.Client(base_url=sim.base_url, headers=HEADERS, timeout=10)
+    return httpx.Client(base_url=sim.base_url, headers=HEADERS, timeout=CLIENT_TIMEOUT_SECONDS)
 
 
 @pytest.fixture

@@ -506,7 +506,7 @@ def test_default_now_is_the_current_time(backend: Backend) -> None:
         ({"retention_days": True}, "retention_days"),
         ({"retention_days": 1.5}, "retention_days"),
         ({"now": datetime(2026, 6, 30)}, "timezone-aware"),
-        ({"account_ids": ["../etc"]}, "account uuids"),
+        ({"account_ids": ["../etc"]}, "Account id must be the dashboard.s account uuid"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_touched(
