@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -85,19 +86,25 @@ def klaviyo_env(monkeypatch: pytest.MonkeyPatch) -> None:
 ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str]:
-    """A database of its own for this test session, migrated for real, dropped at the end."""
-    name = f"klaviyo_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def new_database(prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (its DSN), dropped at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
         admin.execute(f'create database "{name}"')
-    dsn = f"postgresql://postgres@127.0.0.1:5432/{name}"
     try:
-        IngestTables.postgres(dsn).migrate()
-        yield dsn
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A database of its own for this test session, migrated for real, dropped at the end."""
+    with new_database("klaviyo_test") as dsn:
+        IngestTables.postgres(dsn).migrate()
+        yield dsn
 
 
 @pytest.fixture

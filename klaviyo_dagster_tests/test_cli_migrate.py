@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import sysconfig
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import psycopg
 import pytest
 
 from klaviyo_dagster.__main__ import main
-from klaviyo_dagster_tests.conftest import ADMIN_DSN
+from klaviyo_dagster_tests.conftest import new_database
 from klaviyo_dagster_tests.paths import PROJECT_ROOT
 
 TABLES = {"accounts", "uploads", "snapshots", "snapshot_totals", "snapshot_series", "account_integrations"}
@@ -59,14 +58,8 @@ def test_migrate_creates_the_local_sqlite_schema(tmp_path, monkeypatch, capsys) 
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
     """A database with nothing in it, dropped at the end."""
-    name = f"klaviyo_wheel_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'create database "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
+    with new_database("klaviyo_wheel") as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")
