@@ -29,6 +29,7 @@ from klaviyo_dagster.producers.options import SyncOptions
 from klaviyo_dagster.producers.reconcile import Verdict
 from klaviyo_dagster.producers.shared import SharedFetches
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
+from klaviyo_dagster.run_names import DRY_RUN_JOB_NAME
 from klaviyo_dagster.storage.fetch_cache import FetchCacheNotMigrated, shared_fetches
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import TIMEZONE_FROM_RUN, IngestTables
@@ -59,6 +60,8 @@ def produce(
     its reconciliation check (read back from the file before the IO manager takes it)."""
     account_id, partition_date = split_partition_key(context.partition_key)
     options = config.options()
+    if context.run.job_name == DRY_RUN_JOB_NAME:  # whatever config it was launched with
+        options = options.model_copy(update={"mode": "dry-run"})
     store = ingest_store.get_store()
     accounts = AccountDirectory(store.tables)
     try:

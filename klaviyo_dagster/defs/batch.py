@@ -16,6 +16,7 @@ import dagster as dg
 from dagster._core.execution.backfill import BulkActionStatus  # not exported; read only
 
 from klaviyo_dagster.defs.partitions import split_partition_key
+from klaviyo_dagster.defs.run_history import is_dry_run
 from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG
 
 BACKFILL_TAG = "dagster/backfill"
@@ -44,15 +45,9 @@ def _dates_of_other_runs(instance: dg.DagsterInstance, run: dg.DagsterRun, accou
     )
     dates = set()
     for other in runs:
-        if other.run_id != run.run_id and DATE_PARTITION_TAG in other.tags and not _is_dry_run(other):
+        if other.run_id != run.run_id and DATE_PARTITION_TAG in other.tags and not is_dry_run(other):
             dates.add(date.fromisoformat(other.tags[DATE_PARTITION_TAG]))
     return dates
-
-
-def _is_dry_run(run: dg.DagsterRun) -> bool:
-    from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME
-
-    return run.job_name == DRY_RUN_JOB_NAME
 
 
 def _dates_left_in_backfill(

@@ -26,8 +26,20 @@ from datetime import date
 
 import dagster as dg
 
-from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME
-from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG
+from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG, DRY_RUN_JOB_NAME
+
+
+def is_dry_run(run: dg.DagsterRun) -> bool:
+    """A run that writes nothing: of the dry-run job, or with ``mode: dry-run`` in its run config
+    (README, "Dry-run a date range"). It neither counts as a partition's sync nor says anything of
+    the account's sync (``last_run_at``, ``last_error``)."""
+    if run.job_name == DRY_RUN_JOB_NAME:
+        return True
+    ops = (run.run_config or {}).get("ops") or {}
+    return any(
+        isinstance(op, dict) and (op.get("config") or {}).get("mode") == "dry-run" for op in ops.values()
+    )
+
 
 # Dagster's own run tags (dagster._core.storage.tags), read here, never written.
 FAILURE_REASON_TAG = "dagster/failure_reason"
@@ -101,7 +113,7 @@ class RunHistory:
             )
             for record in records:  # newest first
                 run = record.dagster_run
-                if run.job_name == DRY_RUN_JOB_NAME:
+                if is_dry_run(run):
                     continue
                 try:
                     pair = (run.tags[ACCOUNT_PARTITION_TAG], date.fromisoformat(run.tags[DATE_PARTITION_TAG]))

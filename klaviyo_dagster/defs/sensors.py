@@ -26,14 +26,14 @@ import dagster as dg
 from klaviyo_dagster.account_zones import discover_timezones, zones_of
 from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.defs.automation import launching_sensor_status
-from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME, klaviyo_ingest_job
+from klaviyo_dagster.defs.jobs import klaviyo_ingest_job
 from klaviyo_dagster.defs.partitions import (
     ACCOUNTS_PARTITIONS_NAME,
     date_partitions,
     partition_key,
 )
 from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
-from klaviyo_dagster.defs.run_history import NOT_EXAMINED, RunHistory, Verdict
+from klaviyo_dagster.defs.run_history import NOT_EXAMINED, RunHistory, Verdict, is_dry_run
 from klaviyo_dagster.defs.schedules import REPLAYED_TICKS, TICK, ingest_request, warn_assumed
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
 from klaviyo_dagster.readiness import AccountZone, Readiness, utc_now
@@ -222,7 +222,7 @@ def klaviyo_run_failed(context: dg.RunFailureSensorContext, ingest_store: Ingest
 def _ingest_account(run: dg.DagsterRun) -> str | None:
     """The account a run ingested; None for the dry run (it writes nothing) and for runs of no
     account (the cleanup)."""
-    if run.job_name == DRY_RUN_JOB_NAME:
+    if is_dry_run(run):
         return None
     return run.tags.get(ACCOUNT_TAG) or run.tags.get(ACCOUNT_PARTITION_TAG)
 

@@ -124,11 +124,18 @@ def test_a_dry_run_writes_nothing_records_no_materialization_and_skips_downstrea
     assert skipped == ["downstream_of_flows"]
 
 
-def test_the_dry_run_job_has_the_mode_baked_in(tiny_store_env, instance, data_dir, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "run_config",
+    [None, {}, with_mode("live")],
+    ids=["its own config", "empty config (Dagster's GraphQL client)", "live mode asked for"],
+)
+def test_the_dry_run_job_writes_nothing_whatever_its_run_config(
+    tiny_store_env, instance, data_dir, monkeypatch, run_config
+) -> None:
     monkeypatch.setenv("KLAVIYO_DAGSTER_DATA_DIR", str(data_dir))
     job = defs().resolve_job_def(DRY_RUN_JOB_NAME)
 
-    result = job.execute_in_process(partition_key=TINY_PARTITION, instance=instance)
+    result = job.execute_in_process(partition_key=TINY_PARTITION, instance=instance, run_config=run_config)
 
     assert result.success
     assert result.get_asset_materialization_events() == []

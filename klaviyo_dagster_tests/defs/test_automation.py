@@ -19,7 +19,7 @@ from dagster._utils.error import SerializableErrorInfo
 
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
-from klaviyo_dagster.defs.run_history import MAX_EVENT_READS, WILL_RETRY_TAG
+from klaviyo_dagster.defs.run_history import MAX_EVENT_READS, WILL_RETRY_TAG, is_dry_run
 from klaviyo_dagster.defs.schedules import (
     ACCOUNT_TAG,
     TICK,
@@ -593,3 +593,20 @@ def test_the_schedule_asks_again_for_a_date_whose_run_never_started(instance, st
     add_run(instance, UTC_STORE, date(2026, 3, 9))  # "user code server request timed out"
 
     assert requested_at(instance, store, utc(3, 10, 3, 5)) == {"03-10 03:05": [f"{UTC_STORE}:2026-03-09"]}
+
+
+@pytest.mark.parametrize(
+    ("job_name", "run_config", "expected"),
+    [
+        ("klaviyo_dry_run", {}, True),
+        ("klaviyo_ingest", {"ops": {"flows_csv": {"config": {"mode": "dry-run"}}}}, True),
+        ("__ASSET_JOB", {"ops": {"subscribers_csv": {"config": {"mode": "dry-run", "days": 3}}}}, True),
+        ("klaviyo_ingest", {"ops": {"flows_csv": {"config": {"mode": "live"}}}}, False),
+        ("__ASSET_JOB", {}, False),
+    ],
+)
+def test_a_dry_run_is_known_by_its_job_or_its_run_config(job_name, run_config, expected) -> None:
+    """A dry run writes nothing: it must not count as a date's sync (catch-up) nor the account's."""
+    run = dg.DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), run_config=run_config)
+
+    assert is_dry_run(run) is expected
