@@ -47,6 +47,13 @@ class StoredCsv:
         return staging_key(self.upload_id, run_id, self.name)
 
 
+def staging_run_id(run: dg.DagsterRun) -> str:
+    """The staging folder's run id: the run group's first run. A re-execution (Dagster's automatic
+    retry of a crashed run, "Re-execute from failure") stages beside the files of the run it
+    continues, so its snapshot finds all three; two separate launches never share a group."""
+    return run.root_run_id or run.run_id
+
+
 def object_key(partition_key: str, asset_name: str) -> str:
     """The object's final key, the one the dashboard reads."""
     account_id, day = split_partition_key(partition_key)
@@ -61,7 +68,7 @@ class IngestStoreIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Path) -> None:
         objects = self.store.get_store().objects
         stored = StoredCsv(object_key(context.asset_partition_key, context.asset_key.path[-1]), objects)
-        staged = stored.staged_key(context.run_id)
+        staged = stored.staged_key(staging_run_id(context.step_context.dagster_run))
         try:
             objects.upload(staged, obj)  # published by the snapshot step
         finally:

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, INGEST_OWNERS, SUBSCRIBERS_CSV
 from klaviyo_dagster.defs.batch import pending_dates
-from klaviyo_dagster.defs.io_managers import OBJECT_NAMES, StoredCsv
+from klaviyo_dagster.defs.io_managers import OBJECT_NAMES, StoredCsv, staging_run_id
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.processing.metrics import SnapshotMetrics
@@ -158,15 +158,16 @@ def _processor(processing: SnapshotProcessingResource) -> Processor | None:
 
 
 def _source_files(context: dg.AssetExecutionContext) -> tuple[str, dict[dg.AssetKey, dict[str, Any]]]:
-    """The run whose staged files this snapshot publishes, and each file's materialization metadata.
+    """The staging run id whose files this snapshot publishes, and each file's materialization metadata.
 
-    This run's own materializations when it wrote the files (concurrent runs of the partition never
-    mix); otherwise (the snapshot alone, or re-executed) the latest materialization of each file,
-    which must all come from one run.
+    This run's own files when it wrote them, with those of the runs it re-executes (a retry from
+    failure wrote only what failed; ``io_managers.staging_run_id``): concurrent runs of the
+    partition never mix. Otherwise (the snapshot alone) the latest materialization of each file,
+    which must all come from one run group.
     """
-    own = _own_materializations(context)
+    own = _lineage_materializations(context)
     if len(own) == len(FILE_KEYS):
-        return context.run.run_id, own
+        return staging_run_id(context.run), own
     if own:
         raise dg.Failure(
             description="this run stored only some of the partition's files; rerun the whole partition "
@@ -182,7 +183,7 @@ def _source_files(context: dg.AssetExecutionContext) -> tuple[str, dict[dg.Asset
         entry = records[0].event_log_entry
         metadata = entry.asset_materialization.metadata if entry.asset_materialization else {}
         latest[key] = (entry.run_id, {name: value.value for name, value in metadata.items()})
-    runs = {run_id for run_id, _ in latest.values()}
+    runs = {_staging_run_id_of(context.instance, run_id) for run_id, _ in latest.values()}
     if len(runs) != 1:
         raise dg.Failure(
             description="the partition's latest files come from different runs "
@@ -191,9 +192,27 @@ def _source_files(context: dg.AssetExecutionContext) -> tuple[str, dict[dg.Asset
     return runs.pop(), {key: metadata for key, (_, metadata) in latest.items()}
 
 
-def _own_materializations(context: dg.AssetExecutionContext) -> dict[dg.AssetKey, dict[str, Any]]:
+def _staging_run_id_of(instance: dg.DagsterInstance, run_id: str) -> str:
+    run = instance.get_run_by_id(run_id)
+    return staging_run_id(run) if run is not None else run_id
+
+
+def _lineage_materializations(context: dg.AssetExecutionContext) -> dict[dg.AssetKey, dict[str, Any]]:
+    """The files' materializations of this run, then of each run it re-executes (nearest first)."""
+    found: dict[dg.AssetKey, dict[str, Any]] = {}
+    run: dg.DagsterRun | None = context.run
+    while run is not None and len(found) < len(FILE_KEYS):
+        for key, metadata in _own_materializations(context, run.run_id).items():
+            found.setdefault(key, metadata)
+        run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    return found
+
+
+def _own_materializations(
+    context: dg.AssetExecutionContext, run_id: str
+) -> dict[dg.AssetKey, dict[str, Any]]:
     records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
     found: dict[dg.AssetKey, dict[str, Any]] = {}
     for record in records:
