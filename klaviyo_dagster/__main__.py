@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from klaviyo_dagster.cli_dry_run import add_arguments as add_dry_run_arguments
 from klaviyo_dagster.cli_dry_run import run as run_dry_run
+from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     add_dry_run_arguments(dry)
     commands.add_parser("migrate", help="create the dashboard's tables where missing (Postgres or SQLite)")
     dev = commands.add_parser("dev", help="start the Dagster UI on the embedded defaults")
-    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--port", type=_port, default=3000, help="the UI's port, 1..65535")
+    dev.add_argument(
+        "--use-environment",
+        action="store_true",
+        help="write to the store the SUPABASE_* variables name (default: the local store under .data)",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -42,10 +49,28 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_migrate()
     elif args.command == "dev":
+        from klaviyo_dagster.defs.automation import automation_on
+
+        try:  # read again when the code location loads; a bad value would stop it there
+            automation_on({**os.environ, AUTOMATION_ENV_VAR: os.environ.get(AUTOMATION_ENV_VAR) or "off"})
+        except ValueError as exc:
+            print(f"make dev: {exc}", file=sys.stderr)
+            return 2
         from klaviyo_dagster.dev import run_dev
 
-        return run_dev(port=args.port)
+        return run_dev(port=args.port, use_environment=args.use_environment)
     return 0
+
+
+def _port(raw: str) -> int:
+    """A TCP port number for argparse: its error says what is wrong."""
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {port}")
+    return port
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ SUPABASE_VARS = (*SUPABASE_URL_VARS, SUPABASE_KEY_VAR, SUPABASE_DB_URL_VAR)
 DEMO_SEED = 42
 
 
-# Dagster's console logger at WARNING: the summary below is what the demo is for, not each event.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger quiet: the summary below says what happened, failures included.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def run_demo(
@@ -106,7 +106,10 @@ def _print_failure(result: dg.ExecuteInProcessResult, out: TextIO) -> None:
     """Each failed step's error, one line each, instead of Dagster's traceback."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data.error is not None:
-            print(f"  {event.step_key}: {event.step_failure_data.error.message.strip()}", file=out)
+            error = event.step_failure_data.error
+            while error.cause is not None:  # Dagster wraps the step's own error
+                error = error.cause
+            print(f"  {event.step_key}: {error.message.strip().splitlines()[-1]}", file=out)
 
 
 def embedded_defaults(base_url: str) -> dict[str, str]:

@@ -18,6 +18,7 @@ import os
 import socket
 import subprocess  # runs our own fixed command  # nosec B404
 import sys
+from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import Any, TextIO
 import yaml
 
 from klaviyo_dagster.accounts import DEMO_ACCOUNT_ID
-from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR
-from klaviyo_dagster.demo import DEMO_PROFILES, DEMO_SEED, embedded_defaults
+from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR, automation_on
+from klaviyo_dagster.demo import DEMO_PROFILES, DEMO_SEED, SUPABASE_VARS, embedded_defaults
 from klaviyo_dagster.readiness import PARTITIONS_START_ENV_VAR
 from klaviyo_dagster.sim import SimConfig, SimulatorServer
 
@@ -39,6 +40,8 @@ WRITTEN_BY_DEV = (
     "# Written by `make dev` from deploy/dagster.yaml; edit that file, or delete this line to keep yours.\n"
 )
 DEFAULT_PORT = 3000
+# Partitions from a month ago, so the UI's status bars say how much of the recent past is filled,
+# not "0% of 1,000 dates" (a deployment sets its own first date).
 DEV_HISTORY = timedelta(days=30)
 HOST = "127.0.0.1"
 
@@ -47,20 +50,24 @@ class PortInUse(RuntimeError):
     """The UI's port is taken (another ``make dev``, or any server)."""
 
 
-def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout) -> int:
-    """Starts ``dagster dev`` on ``port`` and waits for it; returns its exit status (2: port in use)."""
+def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout, use_environment: bool = False) -> int:
+    """Starts ``dagster dev`` on ``port`` and waits for it; returns its exit status (2: a port in
+    use or a bad setting, said on stderr before anything starts).
+
+    Like the demo, it writes to the local store: ``SUPABASE_*`` in the shell are ignored unless
+    ``use_environment`` (``--use-environment``), so a click on Materialize never writes simulator
+    data into a real project.
+    """
+    env = dev_environment(os.environ, use_environment)
     try:
         ensure_port_free(port)
-    except PortInUse as exc:
+        automation_on(env)
+    except (PortInUse, ValueError) as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 2
-    env = dict(os.environ)
-    home = Path(env.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
+    home = Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()
+    env["DAGSTER_HOME"] = str(home)
     write_dev_instance(home, out)
-    env.setdefault(AUTOMATION_ENV_VAR, "off")
-    # Partitions from a month ago, so the UI's status bars say how much of the recent past is
-    # filled, not "0% of 1,000 dates" (a deployment sets its own first date).
-    env.setdefault(PARTITIONS_START_ENV_VAR, (datetime.now(UTC).date() - DEV_HISTORY).isoformat())
     with ExitStack() as stack:
         if not env.get("KLAVIYO_BASE_URL"):
             sim = stack.enter_context(SimulatorServer(SimConfig(profiles=DEMO_PROFILES, seed=DEMO_SEED)))
@@ -68,9 +75,10 @@ def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout) -> int:
             env.update(embedded_defaults(sim.base_url))
             print(f"Klaviyo simulator at {sim.base_url}, demo account {DEMO_ACCOUNT_ID}", file=out)
             print("(set KLAVIYO_BASE_URL, KLAVIYO_ACCOUNT_ID and a key to use a real account)", file=out)
-        if env[AUTOMATION_ENV_VAR] == "off":
+        if not automation_on(env):
             print(
-                "The schedule and the catch-up sensor are stopped: switch them on under Automation.", file=out
+                "The schedules and the catch-up sensor are stopped: switch them on under Automation.",
+                file=out,
             )
         print(f"Dagster UI: http://{HOST}:{port} (Ctrl-C stops it)", file=out, flush=True)
         command = [
@@ -91,6 +99,20 @@ def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout) -> int:
             return 0
 
 
+def dev_environment(environ: Mapping[str, str], use_environment: bool = False) -> dict[str, str]:
+    """The environment ``dagster dev`` gets: automation off unless set (an empty value counts as
+    unset), partitions from 30 days back unless set, and no ``SUPABASE_*`` unless ``use_environment``."""
+    env = dict(environ)
+    if not (env.get(AUTOMATION_ENV_VAR) or "").strip():
+        env[AUTOMATION_ENV_VAR] = "off"
+    if not (env.get(PARTITIONS_START_ENV_VAR) or "").strip():
+        env[PARTITIONS_START_ENV_VAR] = (datetime.now(UTC).date() - DEV_HISTORY).isoformat()
+    if not use_environment:
+        for name in SUPABASE_VARS:
+            env.pop(name, None)
+    return env
+
+
 def ensure_port_free(port: int) -> None:
     """Raises ``PortInUse`` (with the fix) when ``port`` cannot be bound on 127.0.0.1.
 
@@ -98,6 +120,8 @@ def ensure_port_free(port: int) -> None:
     the daemon running: checked before starting anything.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the webserver binds: a socket of a server stopped a moment ago (TIME_WAIT) is no obstacle.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError as exc:

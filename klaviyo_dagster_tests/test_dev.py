@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +18,7 @@ import httpx
 import pytest
 
 from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR
-from klaviyo_dagster.dev import WRITTEN_BY_DEV, run_dev, write_dev_instance
+from klaviyo_dagster.dev import WRITTEN_BY_DEV, dev_environment, run_dev, write_dev_instance
 from klaviyo_dagster_tests.paths import PROJECT_ROOT
 
 
@@ -137,3 +138,46 @@ def _wait_for_ui(port: int, process: subprocess.Popen[str], attempts: int = 240)
         except httpx.TransportError:
             time.sleep(0.5)
     raise AssertionError(f"no UI on port {port}")
+
+
+def test_the_dev_environment_hides_supabase_and_switches_automation_off_unless_told() -> None:
+    shell = {
+        "SUPABASE_URL": "https://production.supabase.test",
+        "SUPABASE_SERVICE_ROLE_KEY": "sb-SENTINEL-123",
+        "SUPABASE_DB_URL": "postgresql://u:SENTINELpw@db.test/postgres",
+        AUTOMATION_ENV_VAR: "",  # set but empty: still off
+    }
+
+    env = dev_environment(shell)
+    told = dev_environment({**shell, AUTOMATION_ENV_VAR: "on"}, use_environment=True)
+
+    assert not any(name.startswith("SUPABASE_") for name in env)
+    assert env[AUTOMATION_ENV_VAR] == "off" and told[AUTOMATION_ENV_VAR] == "on"
+    assert told["SUPABASE_DB_URL"] == shell["SUPABASE_DB_URL"]
+    assert date.fromisoformat(env["KLAVIYO_PARTITIONS_START_DATE"]) < date.today()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environ", "message"),
+    [
+        (["--port", "70000"], {}, "a port is a number from 1 to 65535, got 70000"),
+        (["--port", "web"], {}, "a port is a number from 1 to 65535, got 'web'"),
+        (
+            ["--port", "3999"],
+            {AUTOMATION_ENV_VAR: "bogus"},
+            "KLAVIYO_DAGSTER_AUTOMATION must be 'on' or 'off'",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2_before_anything_starts(arguments, environ, message) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "klaviyo_dagster", "dev", *arguments],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

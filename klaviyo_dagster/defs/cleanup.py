@@ -13,6 +13,7 @@ from datetime import timedelta
 import dagster as dg
 from pydantic import Field
 
+from klaviyo_dagster.defs.automation import launching_schedule_status
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.storage.cleanup import CleanupError, CleanupReport, run_cleanup
 
@@ -85,6 +86,6 @@ klaviyo_cleanup_schedule = dg.ScheduleDefinition(
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
     job=klaviyo_cleanup_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=launching_schedule_status(),
     description="Daily at 02:00 UTC: the cleanup job (uploads past the retention, stale staging objects).",
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from klaviyo_dagster.klaviyo.client import API_KEY_ENV_VARS, KlaviyoClient, RetryPolicy
 from klaviyo_dagster.klaviyo.ledger import LedgerBinding, ReportCallLedger
@@ -57,7 +57,9 @@ class KlaviyoResource(dg.ConfigurableResource):
         gt=0,
         description="Longest single wait for a rate limit before failing (the daily report quota says hours).",
     )
-    timeout_seconds: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False, description="Per-request timeout."
+    )
     max_retries: int = Field(
         default=RetryPolicy.max_retries, ge=0, description="Retries of a call after a 5xx, timeout or reset."
     )
@@ -67,6 +69,15 @@ class KlaviyoResource(dg.ConfigurableResource):
     backoff_cap_seconds: float = Field(
         default=RetryPolicy.backoff_cap_seconds, gt=0, description="Longest backoff between retries."
     )
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> KlaviyoResource:
+        if self.backoff_cap_seconds < self.backoff_base_seconds:
+            raise ValueError(
+                f"backoff_cap_seconds ({self.backoff_cap_seconds}) must not be below backoff_base_seconds "
+                f"({self.backoff_base_seconds})"
+            )
+        return self
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -172,6 +183,15 @@ class IngestStoreResource(dg.ConfigurableResource):
         default=10.0, gt=0, description="Longest backoff between tries."
     )
     _store: IngestStore | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _storage_cap_not_below_base(self) -> IngestStoreResource:
+        if self.storage_backoff_max_seconds < self.storage_backoff_base_seconds:
+            raise ValueError(
+                f"storage_backoff_max_seconds ({self.storage_backoff_max_seconds}) must not be below "
+                f"storage_backoff_base_seconds ({self.storage_backoff_base_seconds})"
+            )
+        return self
 
     def files_kinds(self) -> set[str]:
         """Dagster kinds of where the CSVs go: Supabase Storage, or none (a local folder)."""

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 
 from klaviyo_dagster.account_zones import discover_timezones, zones_of
-from klaviyo_dagster.accounts import AccountDirectory
+from klaviyo_dagster.accounts import AccountDirectory, validate_account_id
 from klaviyo_dagster.defs.automation import launching_sensor_status
 from klaviyo_dagster.defs.jobs import klaviyo_ingest_job
 from klaviyo_dagster.defs.partitions import (
@@ -224,7 +224,11 @@ def _ingest_account(run: dg.DagsterRun) -> str | None:
     account (the cleanup)."""
     if is_dry_run(run):
         return None
-    return run.tags.get(ACCOUNT_TAG) or run.tags.get(ACCOUNT_PARTITION_TAG)
+    account = run.tags.get(ACCOUNT_TAG) or run.tags.get(ACCOUNT_PARTITION_TAG)
+    try:
+        return validate_account_id(account) if account else None
+    except ValueError:  # a tag someone set by hand: nothing of the dashboard to update
+        return None
 
 
 def _failure_reason(context: dg.RunFailureSensorContext) -> str:

@@ -9,7 +9,7 @@ import pytest
 from klaviyo_dagster.accounts import encrypt_api_key
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
-from klaviyo_dagster.defs.sensors import klaviyo_run_failed, klaviyo_run_succeeded
+from klaviyo_dagster.defs.sensors import _ingest_account, klaviyo_run_failed, klaviyo_run_succeeded
 from klaviyo_dagster.sim import DEFAULT_API_KEY
 from klaviyo_dagster_tests.conftest import add_klaviyo_integration
 from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
@@ -115,3 +115,16 @@ def test_a_run_of_the_asset_job_updates_the_account_as_the_daemon_evaluates_the_
     broken_ran_at, broken_error = tables.integration_status(BROKEN)
     assert good_ran_at is not None and good_error is None
     assert broken_ran_at is not None and broken_error.startswith("flows_csv: Account ")
+
+
+@pytest.mark.parametrize("tag", ["../etc", "not-a-uuid", ""])
+def test_a_run_whose_account_tag_is_not_an_account_updates_nothing(tag: str) -> None:
+    run = dg.DagsterRun(job_name="klaviyo_ingest", run_id="r", tags={"klaviyo/account": tag})
+
+    assert _ingest_account(run) is None
+
+
+def test_an_ingest_runs_account_is_its_canonical_uuid() -> None:
+    run = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r", tags={"dagster/partition/account": GOOD.upper()})
+
+    assert _ingest_account(run) == GOOD

@@ -10,7 +10,12 @@ import dagster as dg
 import pytest
 
 from klaviyo_dagster.definitions import defs
-from klaviyo_dagster.defs.resources import KLAVIYO_RESOURCE_KEY, KlaviyoResource, klaviyo_resource_from_env
+from klaviyo_dagster.defs.resources import (
+    KLAVIYO_RESOURCE_KEY,
+    IngestStoreResource,
+    KlaviyoResource,
+    klaviyo_resource_from_env,
+)
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
 from klaviyo_dagster_tests.paths import PROJECT_ROOT
 
@@ -83,3 +88,21 @@ def test_a_disabled_source_fails_the_asset_with_the_fix(monkeypatch) -> None:
     assert not result.success
     failure = result.failure_data_for_node("klaviyo_account_timezone")
     assert "Klaviyo source disabled: set KLAVIYO_ENABLE=true" in failure.error.cause.message
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: KlaviyoResource(backoff_base_seconds=5, backoff_cap_seconds=1), "backoff_cap_seconds"),
+        (lambda: KlaviyoResource(timeout_seconds=float("inf")), "timeout_seconds"),
+        (lambda: KlaviyoResource(max_retries=-1), "max_retries"),
+        (
+            lambda: IngestStoreResource(storage_backoff_base_seconds=5, storage_backoff_max_seconds=1),
+            "storage_backoff_max_seconds",
+        ),
+        (lambda: IngestStoreResource(storage_max_attempts=0), "storage_max_attempts"),
+    ],
+)
+def test_nonsensical_retry_settings_are_refused_naming_the_field(make, field) -> None:
+    with pytest.raises(ValueError, match=field):
+        make()

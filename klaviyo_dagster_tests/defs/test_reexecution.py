@@ -44,7 +44,9 @@ def test_a_reexecution_from_failure_publishes_the_files_of_both_runs(
         options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
         # The daemon's retry and the UI keep the parent's tags (the partition among them).
         with dg.execute_job(job, instance, reexecution_options=options, tags=tags) as retry:
-            assert retry.success, [e.event_specific_data.error.message[:400] for e in retry.all_events if e.is_step_failure]
+            assert retry.success, [
+                e.event_specific_data.error.message[:400] for e in retry.all_events if e.is_step_failure
+            ]
             reexecuted = {e.step_key for e in retry.all_events if e.is_step_success}
 
     assert "flows_csv" not in reexecuted and {"campaigns_csv", "snapshot"} <= reexecuted
