@@ -49,3 +49,14 @@ def test_the_domain_packages_do_not_import_dagster(part: str) -> None:
         if module == "dagster" or module.startswith(("dagster.", "dagster_"))
     }
     assert not offenders
+
+
+def test_the_package_does_not_import_pandas() -> None:
+    """pandas is a test dependency only (pyproject.toml's dev extra): the metrics are plain Python."""
+    offenders = {
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for module in imported_modules(path)
+        if module == "pandas" or module.startswith("pandas.")
+    }
+    assert not offenders
