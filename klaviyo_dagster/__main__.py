@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from klaviyo_dagster.cli_dry_run import add_arguments as add_dry_run_arguments
 from klaviyo_dagster.cli_dry_run import run as run_dry_run
-from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_migrate()
     elif args.command == "dev":
-        from klaviyo_dagster.defs.automation import automation_on
-
-        try:  # read again when the code location loads; a bad value would stop it there
-            automation_on({**os.environ, AUTOMATION_ENV_VAR: os.environ.get(AUTOMATION_ENV_VAR) or "off"})
-        except ValueError as exc:
-            print(f"make dev: {exc}", file=sys.stderr)
-            return 2
         from klaviyo_dagster.dev import run_dev
 
         return run_dev(port=args.port, use_environment=args.use_environment)

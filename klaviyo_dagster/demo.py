@@ -20,9 +20,8 @@ from typing import TextIO
 import dagster as dg
 
 from klaviyo_dagster.accounts import ACCOUNT_ID_ENV_VAR, DEMO_ACCOUNT_ID
-from klaviyo_dagster.definitions import defs
-from klaviyo_dagster.defs.jobs import INGEST_JOB_NAME
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
+from klaviyo_dagster.run_names import INGEST_JOB_NAME
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import (
@@ -69,6 +68,10 @@ def run_demo(
         print(f"Running {INGEST_JOB_NAME} for account {DEMO_ACCOUNT_ID}, date {day} ...", file=out)
         synced_before = _has_snapshot(store, upload_id)
         dagster_instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [DEMO_ACCOUNT_ID])
+        # Here, not at import: the code location reads its settings when it loads, and `make dev`
+        # (which imports this module for its defaults) leaves loading it to `dagster dev`.
+        from klaviyo_dagster.definitions import defs
+
         job = defs().resolve_job_def(INGEST_JOB_NAME)
         result = job.execute_in_process(
             run_config=QUIET_RUN_CONFIG,

@@ -61,7 +61,7 @@ def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout, use_environment:
     env = dev_environment(os.environ, use_environment)
     try:
         ensure_port_free(port)
-        automation_on(env)
+        automated = automation_on(env)
     except (PortInUse, ValueError) as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 2
@@ -75,7 +75,7 @@ def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout, use_environment:
             env.update(embedded_defaults(sim.base_url))
             print(f"Klaviyo simulator at {sim.base_url}, demo account {DEMO_ACCOUNT_ID}", file=out)
             print("(set KLAVIYO_BASE_URL, KLAVIYO_ACCOUNT_ID and a key to use a real account)", file=out)
-        if not automation_on(env):
+        if not automated:
             print(
                 "The schedules and the catch-up sensor are stopped: switch them on under Automation.",
                 file=out,
