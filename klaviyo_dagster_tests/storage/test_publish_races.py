@@ -106,9 +106,13 @@ def wait_for(condition: Callable[[], bool]) -> None:
 
 
 def advisory(dsn: str, granted: bool) -> list[int]:
+    """Pids holding (or waiting for) an advisory lock in this test's database only: other pytest
+    workers run the same tests at once in their own databases."""
     with psycopg.connect(dsn, autocommit=True) as connection:
         rows = connection.execute(
-            "select pid from pg_locks where locktype = 'advisory' and granted = %s", (granted,)
+            "select l.pid from pg_locks l join pg_database d on d.oid = l.database"
+            " where l.locktype = 'advisory' and l.granted = %s and d.datname = current_database()",
+            (granted,),
         ).fetchall()
     return [row[0] for row in rows]
 
@@ -140,14 +144,16 @@ def test_a_publish_that_lost_its_lock_session_never_leaves_mixed_files_under_rea
     a = Background(
         lambda: publish(IngestStore(objects, store.tables, False), SECOND.request(), timeouts=SHORT)
     )  # type: ignore[arg-type]
-    assert paused.wait(60)
-    holders = advisory(dsn, granted=True)
-    assert len(holders) == 1
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("select pg_terminate_backend(%s)", (holders[0],))
-    wait_for(lambda: not advisory(dsn, granted=True))
-    publish(store, THIRD.request(), timeouts=SHORT)  # B: the lock is free, B publishes everything
-    go.set()
+    try:
+        assert paused.wait(60)
+        holders = advisory(dsn, granted=True)
+        assert len(holders) == 1
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute("select pg_terminate_backend(%s)", (holders[0],))
+        wait_for(lambda: not advisory(dsn, granted=True))
+        publish(store, THIRD.request(), timeouts=SHORT)  # B: the lock is free, B publishes everything
+    finally:
+        go.set()  # never leave A paused on its lock: later tests would wait for it
     a.join()
 
     assert isinstance(a.error, PublishInterrupted) and "needs a republish" in str(a.error)
