@@ -1,8 +1,8 @@
-"""The production instance (deploy/dagster.yaml) and the command lines README's "Operations" gives.
+"""The production instance (deploy/dagster.yaml) and the command lines docs/operations.md gives.
 
 The instance is checked by the installed Dagster itself: its schema, then an instance opened on a
 throwaway PostgreSQL database that already holds the dashboard's tables (as Supabase would), then
-the README's backfill commands run for real against it, queueing runs the daemon would start.
+the documented backfill commands run for real against it, queueing runs the daemon would start.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from klaviyo_dagster_tests.paths import PROJECT_ROOT
 
 DAGSTER_YAML = PROJECT_ROOT / "deploy" / "dagster.yaml"
 WORKSPACE_YAML = PROJECT_ROOT / "workspace.yaml"
-README = PROJECT_ROOT / "README.md"
+OPERATIONS_DOC = PROJECT_ROOT / "docs" / "operations.md"
 ACCOUNT_TAG = "klaviyo/account"
 PARTITION_ACCOUNT_TAG = "dagster/partition/account"
 OTHER_ACCOUNT = "0f0f0f0f-1111-4222-8333-444455556666"
@@ -54,7 +54,7 @@ def supabase_like_db() -> Iterator[str]:
     try:
         IngestTables.postgres(f"postgresql://postgres@127.0.0.1:5432/{name}").migrate()
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}", autocommit=True) as db:
-            db.execute("create schema dagster")  # README, "Deploying" → "The database"
+            db.execute("create schema dagster")  # docs/deploying.md, "1. The database (once)"
         yield name
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
@@ -176,14 +176,11 @@ def test_the_queue_starts_one_run_per_account_and_accounts_in_parallel(instance:
     assert not counter.is_blocked(run({}))  # e.g. klaviyo_cleanup
 
 
-# --- the README's command lines ------------------------------------------------------------------
+# --- the command lines of docs/operations.md ------------------------------------------------------
 
 
-def _operations_section() -> str:
-    text = README.read_text()
-    start = text.index("\n## Operations\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end != -1 else len(text)]
+def _operations_page() -> str:
+    return OPERATIONS_DOC.read_text()
 
 
 def _bash_blocks(section: str) -> list[str]:
@@ -222,7 +219,7 @@ def job_names() -> set[str]:
 
 def test_every_documented_command_targets_the_workspace_location_and_a_real_job(job_names: set[str]) -> None:
     (location,) = [origin.location_name for origin in location_origins_from_yaml_paths([str(WORKSPACE_YAML)])]
-    commands = _commands(_operations_section(), ".venv/bin/dagster job")
+    commands = _commands(_operations_page(), ".venv/bin/dagster job")
     backfills = [argv for argv in commands if argv[2] == "backfill"]
     assert len(backfills) >= 3, commands  # a range, chosen dates, a dry-run range
     assert {_option(argv, "-j") for argv in backfills} == {"klaviyo_ingest", "klaviyo_dry_run"}
@@ -238,11 +235,9 @@ def test_every_documented_command_targets_the_workspace_location_and_a_real_job(
 def test_the_documented_backfills_queue_one_account_and_the_dates_asked(
     instance: dg.DagsterInstance, instance_env: dict[str, str]
 ) -> None:
-    """The README's range backfills, run as written: the runs wait in the queue, tagged per account."""
+    """The documented range backfills, run as written: the runs wait in the queue, tagged per account."""
     commands = [
-        argv
-        for argv in _commands(_operations_section(), ".venv/bin/dagster job backfill")
-        if "--from" in argv
+        argv for argv in _commands(_operations_page(), ".venv/bin/dagster job backfill") if "--from" in argv
     ]
     assert {_option(argv, "-j") for argv in commands} == {"klaviyo_ingest", "klaviyo_dry_run"}
     account = _option(commands[0], "--from").split("|")[0]
