@@ -41,7 +41,7 @@ from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import (
     IngestStoreResource,
-    KlaviyoResource,
+    klaviyo_resource_from_env,
 )
 from klaviyo_dagster.defs.snapshot import (
     snapshot,
@@ -139,7 +139,7 @@ def run_partition(
         KLAVIYO_ACCOUNT_ID=ACCOUNT,
     )
     store = IngestStoreResource(data_dir=str(data_dir))
-    resources = pipeline_resources(KlaviyoResource(time_scale=time_scale), store)
+    resources = pipeline_resources(klaviyo_resource_from_env(time_scale=time_scale), store)
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT])
         started, cpu = time.monotonic(), time.process_time()

@@ -28,7 +28,7 @@ from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import (
     IngestStoreResource,
-    KlaviyoResource,
+    klaviyo_resource_from_env,
 )
 from klaviyo_dagster.defs.snapshot import (
     snapshot,
@@ -108,7 +108,7 @@ def main() -> None:
                     "values (?, ?, 'klaviyo', ?)",
                     (str(uuid.uuid4()), account, encrypt_api_key(key, ENCRYPTION_KEY)),
                 )
-        resources = pipeline_resources(KlaviyoResource(time_scale=args.time_scale), store)
+        resources = pipeline_resources(klaviyo_resource_from_env(time_scale=args.time_scale), store)
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
         dates = [yesterday - timedelta(days=offset) for offset in range(args.days)][::-1]
 

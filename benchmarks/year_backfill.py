@@ -42,7 +42,7 @@ from simulator_process import simulator_process
 from klaviyo_dagster.definitions import pipeline_resources
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
-from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, klaviyo_resource_from_env
 from klaviyo_dagster.defs.snapshot import snapshot
 from klaviyo_dagster.sim import DEFAULT_API_KEY
 
@@ -118,7 +118,8 @@ def main() -> None:
             KLAVIYO_ACCOUNT_ID=ACCOUNT,
         )
         resources = pipeline_resources(
-            KlaviyoResource(time_scale=args.time_scale), IngestStoreResource(data_dir=str(Path(data)))
+            klaviyo_resource_from_env(time_scale=args.time_scale),
+            IngestStoreResource(data_dir=str(Path(data))),
         )
         outcomes: Counter[str] = Counter()
         calls: list[tuple[float, str]] = []  # (real seconds since start, report operation) per call

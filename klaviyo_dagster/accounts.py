@@ -3,7 +3,8 @@
 The dashboard keeps one row per connected store in ``account_integrations`` (provider ``klaviyo``)
 with the store's private key encrypted (AES-256-GCM, key = SHA-256 of ``INTEGRATIONS_ENC_KEY``).
 Those rows are the accounts; a deployment without any falls back to the single account in
-``KLAVIYO_ACCOUNT_ID`` with the environment's key (the demo sets that to its fixed account).
+``KLAVIYO_ACCOUNT_ID`` with the environment's key (the demo sets that to its fixed account). Those
+settings arrive as an ``AccountSettings`` (read by ``environment.account_settings``).
 
 An account id names a partition and an upload folder, so it is validated before it reaches either.
 A missing, disabled or undecryptable key fails that account alone, with a message saying why.
@@ -16,24 +17,17 @@ import binascii
 import hashlib
 import json
 import os
-import re
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from klaviyo_dagster.klaviyo.client import resolve_api_key
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
+from klaviyo_dagster.storage.ids import validate_account_id
 from klaviyo_dagster.storage.tables import IngestTables, Integration
 
-ACCOUNT_ID_ENV_VAR = "KLAVIYO_ACCOUNT_ID"
-ENCRYPTION_KEY_ENV_VAR = "INTEGRATIONS_ENC_KEY"
 # The account `make demo` and `make dev` sync against the simulator.
 DEMO_ACCOUNT_ID = "00000000-0000-4000-8000-00000000d3e0"
-
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class UnknownAccountError(KlaviyoConfigError):
@@ -42,13 +36,6 @@ class UnknownAccountError(KlaviyoConfigError):
 
 class KeyDecryptionError(UnknownAccountError):
     """An ``encrypted_api_key`` blob could not be decrypted (wrong key, tampered or malformed)."""
-
-
-def validate_account_id(account_id: str) -> str:
-    """The account id in canonical form; ValueError unless it is a uuid (no path tricks possible)."""
-    if not isinstance(account_id, str) or not _UUID.match(account_id.lower()):
-        raise ValueError(f"Account id must be the dashboard's account uuid, got {account_id!r}")
-    return str(uuid.UUID(account_id))
 
 
 def decrypt_api_key(blob: str, encryption_key: str) -> str:
@@ -68,7 +55,7 @@ def decrypt_api_key(blob: str, encryption_key: str) -> str:
         raise
     except InvalidTag:
         raise KeyDecryptionError(
-            f"the stored Klaviyo key does not decrypt with {ENCRYPTION_KEY_ENV_VAR}: wrong key or tampered blob"
+            "the stored Klaviyo key does not decrypt with INTEGRATIONS_ENC_KEY: wrong key or tampered blob"
         ) from None
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         raise KeyDecryptionError("the stored Klaviyo key is not a valid encrypted blob") from None
@@ -88,28 +75,41 @@ def encrypt_api_key(api_key: str, encryption_key: str, iv: bytes | None = None) 
     return json.dumps({"v": 1, **encoded}, separators=(",", ":"))
 
 
-def env_account_ids(env: Mapping[str, str] | None = None) -> list[str]:
-    env = os.environ if env is None else env
-    raw = (env.get(ACCOUNT_ID_ENV_VAR) or "").strip()
-    return [validate_account_id(raw)] if raw else []
+@dataclass(frozen=True)
+class AccountSettings:
+    """A deployment's account settings (``environment.account_settings`` reads them).
+
+    ``encryption_key``: ``INTEGRATIONS_ENC_KEY``, which decrypts the dashboard's stored keys.
+    ``account_id`` and ``api_key``: ``KLAVIYO_ACCOUNT_ID`` and the Klaviyo key, the one account
+    synced when ``account_integrations`` has no Klaviyo row (the demo's).
+    """
+
+    account_id: str | None = None
+    api_key: str | None = None
+    encryption_key: str | None = None
+
+    def __repr__(self) -> str:  # never a key
+        return f"AccountSettings(account_id={self.account_id!r})"
 
 
 @dataclass
 class AccountDirectory:
-    """The accounts to sync and their keys, from ``account_integrations`` or, without any, the env."""
+    """The accounts to sync and their keys, from ``account_integrations`` or, without any, the
+    settings' single account."""
 
     tables: IngestTables | None
-    env: Mapping[str, str] | None = None
-
-    def __post_init__(self) -> None:
-        self.env = os.environ if self.env is None else self.env
+    settings: AccountSettings = AccountSettings()
 
     def account_ids(self) -> list[str]:
-        """Accounts with an enabled Klaviyo integration and not deleted; else the env account."""
+        """Accounts with an enabled Klaviyo integration and not deleted; else the settings' account."""
         integrations = self._integrations()
         if integrations:
             return sorted(i.account_id for i in integrations.values() if i.enabled and not i.deleted)
-        return env_account_ids(self.env)
+        return self._configured_ids()
+
+    def _configured_ids(self) -> list[str]:
+        configured = self.settings.account_id
+        return [validate_account_id(configured)] if configured else []
 
     def api_key_for(self, account_id: str) -> str:
         """The account's Klaviyo key; UnknownAccountError (per account, key-free) when there is none."""
@@ -117,13 +117,18 @@ class AccountDirectory:
         integration = self._integrations().get(account_id)
         if integration is not None:
             return self._decrypt(integration)
-        configured = env_account_ids(self.env)
+        configured = self._configured_ids()
+        if account_id in configured and self.settings.api_key:
+            return self.settings.api_key
         if account_id in configured:
-            return resolve_api_key(None, self.env)
+            raise UnknownAccountError(
+                f"No Klaviyo key for account {account_id}: set KLAVIYO_API_KEY_PRIVATE (or KLAVIYO_API_KEY) "
+                "to a private key with read scopes."
+            )
         raise UnknownAccountError(
             f"No Klaviyo key for account {account_id}: it has no Klaviyo row in account_integrations, and "
-            f"{ACCOUNT_ID_ENV_VAR} is {configured[0] if configured else 'unset'}. Connect Klaviyo for this "
-            f"account in the dashboard, or set {ACCOUNT_ID_ENV_VAR} and KLAVIYO_API_KEY_PRIVATE."
+            f"KLAVIYO_ACCOUNT_ID is {configured[0] if configured else 'unset'}. Connect Klaviyo for this "
+            "account in the dashboard, or set KLAVIYO_ACCOUNT_ID and KLAVIYO_API_KEY_PRIVATE."
         )
 
     def record_run(self, account_id: str, error: str | None) -> None:
@@ -143,10 +148,10 @@ class AccountDirectory:
             raise UnknownAccountError(
                 f"Klaviyo is disabled for account {integration.account_id} (account_integrations.enabled)"
             )
-        encryption_key = (self.env or {}).get(ENCRYPTION_KEY_ENV_VAR)
+        encryption_key = self.settings.encryption_key
         if not encryption_key:
             raise UnknownAccountError(
-                f"Cannot read the Klaviyo key of account {integration.account_id}: set {ENCRYPTION_KEY_ENV_VAR}"
+                f"Cannot read the Klaviyo key of account {integration.account_id}: set INTEGRATIONS_ENC_KEY"
             )
         try:
             return decrypt_api_key(integration.encrypted_api_key, encryption_key)

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from klaviyo_dagster import environment
 from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoError
@@ -33,12 +34,9 @@ from klaviyo_dagster.producers.sync import FLOWS, SyncFailed, dry_run
 from klaviyo_dagster.readiness import (
     AccountZone,
     DateNotComplete,
-    Readiness,
-    first_partition_date,
     is_zone,
     utc_now,
 )
-from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.storage.tables import IngestTables, MissingTable
 
 DATE_NOT_COMPLETE = "DateNotComplete"
@@ -69,11 +67,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, now: datetime | Non
     try:
         requested = _date_option(args.date)
         options = SyncOptions(mode="dry-run", fast=args.fast, **_given(args))
-        tables = ingest_store_from_env().tables
-        accounts = AccountDirectory(tables)
+        if options.conversion_metric_id is None:
+            options = options.model_copy(update={"conversion_metric_id": environment.conversion_metric_id()})
+        tables = environment.ingest_store().tables
+        accounts = AccountDirectory(tables, environment.account_settings())
         account = args.account or next(iter(accounts.account_ids()), None)
         api_key = accounts.api_key_for(account) if account else None
-        with KlaviyoClient(api_key) as client:
+        with environment.klaviyo_client(api_key) as client:
             day = _partition_date(requested, account, tables, client, now or utc_now())
             result: dict[str, Any] = dry_run(client, options, day)
     except InvalidDate as exc:
@@ -110,8 +110,8 @@ def _partition_date(
 ) -> date:
     """The date asked for once it is complete for the account (else DateNotComplete), or by default
     the account's newest complete date. The zone is only looked up when the answer depends on it."""
-    readiness = Readiness.from_env()
-    first = first_partition_date()
+    readiness = environment.readiness()
+    first = environment.first_partition_date()
     if requested is not None and requested < first:
         raise InvalidDate(
             f"date: must be a partition date from {first.isoformat()}, got {requested.isoformat()}"

@@ -13,10 +13,13 @@ from klaviyo_dagster.defs.jobs import klaviyo_dry_run_job, klaviyo_ingest_job
 from klaviyo_dagster.defs.resources import (
     INGEST_STORE_RESOURCE_KEY,
     KLAVIYO_RESOURCE_KEY,
+    READINESS_RESOURCE_KEY,
     IngestStoreResource,
     KlaviyoResource,
+    ReadinessResource,
     ingest_store_resource_from_env,
     klaviyo_resource_from_env,
+    readiness_resource_from_env,
 )
 from klaviyo_dagster.defs.schedules import klaviyo_complete_days_schedule
 from klaviyo_dagster.defs.sensors import (
@@ -39,13 +42,18 @@ def store_resources(store: IngestStoreResource) -> dict[str, Any]:
 
 
 def pipeline_resources(
-    klaviyo: KlaviyoResource, store: IngestStoreResource, processing: SnapshotProcessingResource | None = None
+    klaviyo: KlaviyoResource,
+    store: IngestStoreResource,
+    processing: SnapshotProcessingResource | None = None,
+    readiness: ReadinessResource | None = None,
 ) -> dict[str, Any]:
-    """Every resource the assets need, by key: what tests, benchmarks and the code location bind."""
+    """Every resource the assets, schedules and sensors need, by key: what tests, benchmarks and
+    the code location bind."""
     return {
         KLAVIYO_RESOURCE_KEY: klaviyo,
         **store_resources(store),
         SNAPSHOT_PROCESSING_RESOURCE_KEY: processing or SnapshotProcessingResource(),
+        READINESS_RESOURCE_KEY: readiness or ReadinessResource(),
     }
 
 
@@ -75,5 +83,7 @@ def defs() -> dg.Definitions:
         schedules=[klaviyo_complete_days_schedule, klaviyo_cleanup_schedule],
         sensors=[klaviyo_accounts_sensor, klaviyo_catch_up_sensor, klaviyo_run_succeeded, klaviyo_run_failed],
         executor=RUN_EXECUTOR,
-        resources=pipeline_resources(klaviyo_resource_from_env(), store, snapshot_processing_from_env()),
+        resources=pipeline_resources(
+            klaviyo_resource_from_env(), store, snapshot_processing_from_env(), readiness_resource_from_env()
+        ),
     )

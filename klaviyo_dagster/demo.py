@@ -19,23 +19,20 @@ from typing import TextIO
 
 import dagster as dg
 
-from klaviyo_dagster.accounts import ACCOUNT_ID_ENV_VAR, DEMO_ACCOUNT_ID
+from klaviyo_dagster import environment
+from klaviyo_dagster.accounts import DEMO_ACCOUNT_ID
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.run_names import INGEST_JOB_NAME
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
 from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.store import (
-    DATA_DIR_ENV_VAR,
-    SUPABASE_DB_URL_VAR,
-    SUPABASE_KEY_VAR,
-    SUPABASE_URL_VARS,
-    IngestStore,
-    default_data_dir,
-    ingest_store_from_env,
-)
+from klaviyo_dagster.storage.store import IngestStore
 
 DEMO_PROFILES = 2_000
-SUPABASE_VARS = (*SUPABASE_URL_VARS, SUPABASE_KEY_VAR, SUPABASE_DB_URL_VAR)
+SUPABASE_VARS = (
+    *environment.SUPABASE_URL_VARS,
+    environment.SUPABASE_KEY_VAR,
+    environment.SUPABASE_DB_URL_VAR,
+)
 DEMO_SEED = 42
 
 
@@ -62,7 +59,7 @@ def run_demo(
         demo_environment(sim.base_url, use_environment),
         _instance(instance) as dagster_instance,
     ):
-        store = ingest_store_from_env()
+        store = environment.ingest_store()
         print(f"Klaviyo simulator at {sim.base_url}: {profiles:,} profiles (seed {DEMO_SEED})", file=out)
         print(f"Store: {store.describe()}", file=out)
         print(f"Running {INGEST_JOB_NAME} for account {DEMO_ACCOUNT_ID}, date {day} ...", file=out)
@@ -118,11 +115,11 @@ def _print_failure(result: dg.ExecuteInProcessResult, out: TextIO) -> None:
 def embedded_defaults(base_url: str) -> dict[str, str]:
     """The environment of the embedded defaults: the simulator's store as the one configured account."""
     return {
-        "KLAVIYO_BASE_URL": base_url,
-        "KLAVIYO_API_KEY": DEFAULT_API_KEY,
-        "KLAVIYO_ENABLE": "true",
-        ACCOUNT_ID_ENV_VAR: DEMO_ACCOUNT_ID,
-        DATA_DIR_ENV_VAR: str(default_data_dir()),
+        environment.KLAVIYO_BASE_URL_VAR: base_url,
+        environment.KLAVIYO_API_KEY_VARS[1]: DEFAULT_API_KEY,
+        environment.KLAVIYO_ENABLE_VAR: "true",
+        environment.ACCOUNT_ID_VAR: DEMO_ACCOUNT_ID,
+        environment.DATA_DIR_VAR: str(environment.data_dir()),
     }
 
 
@@ -131,7 +128,7 @@ def demo_environment(base_url: str, use_environment: bool = False) -> Iterator[N
     """The embedded defaults in ``os.environ`` for the block, restored afterwards; without
     ``use_environment``, Supabase settings are hidden too (the store is the local one)."""
     settings = embedded_defaults(base_url)
-    hidden = ["KLAVIYO_API_KEY_PRIVATE", *([] if use_environment else SUPABASE_VARS)]
+    hidden = [environment.KLAVIYO_API_KEY_VARS[0], *([] if use_environment else SUPABASE_VARS)]
     saved = {name: os.environ.get(name) for name in (*settings, *hidden)}
     for name in hidden:
         os.environ.pop(name, None)

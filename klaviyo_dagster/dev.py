@@ -27,9 +27,8 @@ from typing import Any, TextIO
 import yaml
 
 from klaviyo_dagster.accounts import DEMO_ACCOUNT_ID
-from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR, automation_on
 from klaviyo_dagster.demo import DEMO_PROFILES, DEMO_SEED, SUPABASE_VARS, embedded_defaults
-from klaviyo_dagster.readiness import PARTITIONS_START_ENV_VAR
+from klaviyo_dagster.environment import AUTOMATION_VAR, PARTITIONS_START_VAR, automation_on
 from klaviyo_dagster.sim import SimConfig, SimulatorServer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,10 +102,10 @@ def dev_environment(environ: Mapping[str, str], use_environment: bool = False) -
     """The environment ``dagster dev`` gets: automation off unless set (an empty value counts as
     unset), partitions from 30 days back unless set, and no ``SUPABASE_*`` unless ``use_environment``."""
     env = dict(environ)
-    if not (env.get(AUTOMATION_ENV_VAR) or "").strip():
-        env[AUTOMATION_ENV_VAR] = "off"
-    if not (env.get(PARTITIONS_START_ENV_VAR) or "").strip():
-        env[PARTITIONS_START_ENV_VAR] = (datetime.now(UTC).date() - DEV_HISTORY).isoformat()
+    if not (env.get(AUTOMATION_VAR) or "").strip():
+        env[AUTOMATION_VAR] = "off"
+    if not (env.get(PARTITIONS_START_VAR) or "").strip():
+        env[PARTITIONS_START_VAR] = (datetime.now(UTC).date() - DEV_HISTORY).isoformat()
     if not use_environment:
         for name in SUPABASE_VARS:
             env.pop(name, None)

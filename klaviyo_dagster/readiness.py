@@ -11,16 +11,13 @@ command line all ask it the same questions.
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-SETTLING_DELAY_ENV_VAR = "KLAVIYO_SETTLING_DELAY_MINUTES"
-# 3 h 05 min after local midnight: an account in UTC is requested at 03:05 UTC, the nightly time of
+# Unless KLAVIYO_SETTLING_DELAY_MINUTES says otherwise (environment.py), 3 h 05 min after local
+# midnight: an account in UTC is requested at 03:05 UTC, the nightly time of
 # the old orchestrator (and of this project before per-account readiness), and every account gets the
 # same three hours for late events (deliveries, opens, attributed orders) to reach Klaviyo's reports.
 DEFAULT_SETTLING_DELAY = timedelta(hours=3, minutes=5)
@@ -29,40 +26,12 @@ MAX_SETTLING_DELAY = timedelta(hours=24)
 # account whose timezone is not recorded yet, so no date is requested before it has ended wherever
 # the account is; it only ever makes a run later than needed, never too early.
 LATEST_ZONE = "Etc/GMT+12"
-# The partitions' first date (defs/partitions.py starts its date partitions there; no Dagster here).
-PARTITIONS_START_ENV_VAR = "KLAVIYO_PARTITIONS_START_DATE"
+# The partitions' first date unless KLAVIYO_PARTITIONS_START_DATE says otherwise (environment.py).
 DEFAULT_PARTITIONS_START = date(2024, 1, 1)
-# ASCII only: str.isdigit() also takes superscripts, full-width and Arabic-Indic digits.
-_ASCII_MINUTES = re.compile(r"[0-9]{1,4}")
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def settling_delay(env: Mapping[str, str] | None = None) -> timedelta:
-    """``KLAVIYO_SETTLING_DELAY_MINUTES`` (whole minutes, 0..1440), else 3 h 05 min."""
-    env = os.environ if env is None else env
-    raw = (env.get(SETTLING_DELAY_ENV_VAR) or "").strip()
-    if not raw:
-        return DEFAULT_SETTLING_DELAY
-    limit = int(MAX_SETTLING_DELAY.total_seconds() // 60)
-    if not _ASCII_MINUTES.fullmatch(raw) or int(raw) > limit:
-        raise ValueError(
-            f"{SETTLING_DELAY_ENV_VAR} must be whole minutes between 0 and {limit} "
-            f"(ASCII digits 0-9 only), got {raw!r}"
-        )
-    return timedelta(minutes=int(raw))
-
-
-def first_partition_date(env: Mapping[str, str] | None = None) -> date:
-    """The partitions' first date: ``KLAVIYO_PARTITIONS_START_DATE``, else 2024-01-01."""
-    env = os.environ if env is None else env
-    raw = env.get(PARTITIONS_START_ENV_VAR) or ""
-    try:
-        return date.fromisoformat(raw) if raw else DEFAULT_PARTITIONS_START
-    except ValueError:
-        raise ValueError(f"{PARTITIONS_START_ENV_VAR} must be a date like 2024-01-01, got {raw!r}") from None
 
 
 @lru_cache(maxsize=1024)
@@ -116,10 +85,6 @@ class Readiness:
     """D is complete in a zone from local midnight at the end of D plus ``delay`` (elapsed time)."""
 
     delay: timedelta = DEFAULT_SETTLING_DELAY
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Readiness:
-        return cls(settling_delay(env))
 
     def day_end(self, day: date, zone: str) -> datetime:
         """The UTC instant D ends in ``zone``: the first instant of D+1 there.

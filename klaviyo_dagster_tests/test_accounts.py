@@ -13,6 +13,7 @@ from klaviyo_dagster.accounts import (
     decrypt_api_key,
     encrypt_api_key,
 )
+from klaviyo_dagster.environment import account_settings
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import add_klaviyo_integration
 
@@ -84,11 +85,11 @@ def tables(request: pytest.FixtureRequest, tmp_path) -> IngestTables:
 
 
 def test_the_accounts_are_the_enabled_integrations_of_live_accounts(tables: IngestTables) -> None:
-    assert AccountDirectory(tables, ENV).account_ids() == [ENABLED, BROKEN]
+    assert AccountDirectory(tables, account_settings(ENV)).account_ids() == [ENABLED, BROKEN]
 
 
 def test_each_account_gets_its_own_key_or_its_own_error(tables: IngestTables) -> None:
-    directory = AccountDirectory(tables, ENV)
+    directory = AccountDirectory(tables, account_settings(ENV))
 
     assert directory.api_key_for(ENABLED) == VECTOR_PLAINTEXT
     with pytest.raises(UnknownAccountError, match="disabled"):
@@ -98,12 +99,13 @@ def test_each_account_gets_its_own_key_or_its_own_error(tables: IngestTables) ->
     with pytest.raises(KeyDecryptionError, match=f"Account {BROKEN}: .*does not decrypt"):
         directory.api_key_for(BROKEN)
     with pytest.raises(UnknownAccountError, match="INTEGRATIONS_ENC_KEY"):
-        AccountDirectory(tables, {}).api_key_for(ENABLED)
+        AccountDirectory(tables, account_settings({})).api_key_for(ENABLED)
 
 
 def test_without_integrations_the_env_account_is_synced(tmp_path) -> None:
     directory = AccountDirectory(
-        IngestTables.sqlite(tmp_path / "empty.sqlite3"), {**ENV, "KLAVIYO_ACCOUNT_ID": ENABLED}
+        IngestTables.sqlite(tmp_path / "empty.sqlite3"),
+        account_settings({**ENV, "KLAVIYO_ACCOUNT_ID": ENABLED}),
     )
 
     assert directory.account_ids() == [ENABLED]
@@ -114,7 +116,7 @@ def test_without_integrations_the_env_account_is_synced(tmp_path) -> None:
 
 
 def test_a_run_stamps_last_run_at_and_sets_then_clears_last_error(tables: IngestTables) -> None:
-    directory = AccountDirectory(tables, ENV)
+    directory = AccountDirectory(tables, account_settings(ENV))
 
     directory.record_run(ENABLED, "flows_csv: FlowSyncFailed: Klaviyo GET /api/flows returned 401")
     ran_at, error = tables.integration_status(ENABLED)

@@ -13,8 +13,8 @@ import pytest
 
 from klaviyo_dagster.__main__ import main
 from klaviyo_dagster.cli_dry_run import add_arguments, run
+from klaviyo_dagster.environment import ingest_store as ingest_store_from_env
 from klaviyo_dagster.sim import FaultSpec
-from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID
 from klaviyo_dagster_tests.paths import PROJECT_ROOT

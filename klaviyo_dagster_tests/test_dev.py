@@ -17,8 +17,8 @@ import dagster as dg
 import httpx
 import pytest
 
-from klaviyo_dagster.defs.automation import AUTOMATION_ENV_VAR
 from klaviyo_dagster.dev import WRITTEN_BY_DEV, dev_environment, run_dev, write_dev_instance
+from klaviyo_dagster.environment import AUTOMATION_VAR
 from klaviyo_dagster_tests.paths import PROJECT_ROOT
 
 
@@ -78,9 +78,9 @@ def test_a_dagster_yaml_written_by_hand_is_kept(tmp_path: Path) -> None:
 def test_automation_that_launches_runs_waits_for_a_person_when_switched_off(
     setting: str | None, expected: str
 ) -> None:
-    env = {name: value for name, value in os.environ.items() if name != AUTOMATION_ENV_VAR}
+    env = {name: value for name, value in os.environ.items() if name != AUTOMATION_VAR}
     if setting is not None:
-        env[AUTOMATION_ENV_VAR] = setting
+        env[AUTOMATION_VAR] = setting
     code = (
         "from klaviyo_dagster.defs.schedules import klaviyo_complete_days_schedule as s;"
         "from klaviyo_dagster.defs.sensors import klaviyo_catch_up_sensor as c;"
@@ -92,7 +92,7 @@ def test_automation_that_launches_runs_waits_for_a_person_when_switched_off(
 
 
 def test_a_wrong_automation_setting_names_the_variable_and_its_values() -> None:
-    env = {**os.environ, AUTOMATION_ENV_VAR: "yes"}
+    env = {**os.environ, AUTOMATION_VAR: "yes"}
     code = "import klaviyo_dagster.definitions"
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
@@ -145,14 +145,14 @@ def test_the_dev_environment_hides_supabase_and_switches_automation_off_unless_t
         "SUPABASE_URL": "https://production.supabase.test",
         "SUPABASE_SERVICE_ROLE_KEY": "sb-SENTINEL-123",
         "SUPABASE_DB_URL": "postgresql://u:SENTINELpw@db.test/postgres",
-        AUTOMATION_ENV_VAR: "",  # set but empty: still off
+        AUTOMATION_VAR: "",  # set but empty: still off
     }
 
     env = dev_environment(shell)
-    told = dev_environment({**shell, AUTOMATION_ENV_VAR: "on"}, use_environment=True)
+    told = dev_environment({**shell, AUTOMATION_VAR: "on"}, use_environment=True)
 
     assert not any(name.startswith("SUPABASE_") for name in env)
-    assert env[AUTOMATION_ENV_VAR] == "off" and told[AUTOMATION_ENV_VAR] == "on"
+    assert env[AUTOMATION_VAR] == "off" and told[AUTOMATION_VAR] == "on"
     assert told["SUPABASE_DB_URL"] == shell["SUPABASE_DB_URL"]
     assert date.fromisoformat(env["KLAVIYO_PARTITIONS_START_DATE"]) < date.today()
 
@@ -164,7 +164,7 @@ def test_the_dev_environment_hides_supabase_and_switches_automation_off_unless_t
         (["--port", "web"], {}, "a port is a number from 1 to 65535, got 'web'"),
         (
             ["--port", "3999"],
-            {AUTOMATION_ENV_VAR: "bogus"},
+            {AUTOMATION_VAR: "bogus"},
             "KLAVIYO_DAGSTER_AUTOMATION must be 'on' or 'off'",
         ),
     ],

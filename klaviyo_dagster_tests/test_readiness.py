@@ -7,14 +7,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from klaviyo_dagster.readiness import (
-    DEFAULT_SETTLING_DELAY,
     LATEST_ZONE,
     UNKNOWN_ZONE,
     AccountZone,
     DateNotComplete,
     Readiness,
     is_zone,
-    settling_delay,
 )
 
 READY = Readiness()  # the default settling delay, 3 h 05 min
@@ -71,27 +69,6 @@ def test_an_incomplete_date_is_refused_saying_when_it_will_be_complete() -> None
         "newest complete date is 2026-03-08"
     )
     assert (refused.value.ready_at, refused.value.newest_complete) == (utc(3, 10, 10, 5), date(2026, 3, 8))
-
-
-def test_the_settling_delay_is_a_setting_in_whole_minutes() -> None:
-    assert settling_delay({}) == DEFAULT_SETTLING_DELAY == timedelta(hours=3, minutes=5)
-    assert settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": "0"}) == timedelta(0)
-    assert settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": " 360 "}) == timedelta(hours=6)
-    assert Readiness.from_env({"KLAVIYO_SETTLING_DELAY_MINUTES": "60"}).ready_at(
-        date(2026, 3, 9), "UTC"
-    ) == utc(3, 10, 1, 0)
-    for bad in ("-5", "2.5", "1441", "soon"):
-        with pytest.raises(ValueError, match="KLAVIYO_SETTLING_DELAY_MINUTES must be whole minutes"):
-            settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": bad})
-
-
-@pytest.mark.parametrize("raw", ["\u00b2", "\uff11\uff18\uff15", "\u0663\u0660", "-5", "1e3", "12.5", "1441"])
-def test_the_settling_delay_takes_ascii_minutes_only(raw: str) -> None:
-    with pytest.raises(
-        ValueError, match=r"must be whole minutes between 0 and 1440 \(ASCII digits 0-9 only\)"
-    ):
-        settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": raw})
-    assert settling_delay({"KLAVIYO_SETTLING_DELAY_MINUTES": " 0360 "}) == timedelta(hours=6)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ from typing import Any
 
 import dagster as dg
 
-from klaviyo_dagster.accounts import AccountDirectory
 from klaviyo_dagster.defs.batch import pending_dates
 from klaviyo_dagster.defs.config import SyncConfig
 from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, object_key
@@ -30,7 +29,7 @@ from klaviyo_dagster.producers.reconcile import Verdict
 from klaviyo_dagster.producers.shared import SharedFetches
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
 from klaviyo_dagster.run_names import DRY_RUN_JOB_NAME
-from klaviyo_dagster.storage.fetch_cache import FetchCacheNotMigrated, shared_fetches
+from klaviyo_dagster.storage.fetch_cache import FetchCacheNotMigrated, open_fetch_cache
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import TIMEZONE_FROM_RUN, IngestTables
 
@@ -59,11 +58,11 @@ def produce(
     """Builds ``file`` for the run's partition and yields it (live) or observes it (dry run), then
     its reconciliation check (read back from the file before the IO manager takes it)."""
     account_id, partition_date = split_partition_key(context.partition_key)
-    options = config.options()
+    options = config.options(klaviyo.conversion_metric_id)
     if context.run.job_name == DRY_RUN_JOB_NAME:  # whatever config it was launched with
         options = options.model_copy(update={"mode": "dry-run"})
     store = ingest_store.get_store()
-    accounts = AccountDirectory(store.tables)
+    accounts = klaviyo.account_directory(store.tables)
     try:
         ledger = run_ledger(context, accounts.tables, account_id, dry_run=options.is_dry_run)
         client = klaviyo.get_client(api_key=accounts.api_key_for(account_id), ledger=ledger)
@@ -115,7 +114,8 @@ def _shared(context: dg.AssetExecutionContext, store: IngestStore, account_id: s
     # rerun is usually asked for to pick up what changed in Klaviyo. Automated runs and batches share.
     reuse = bool(batch) or any(tag in context.run.tags for tag in AUTOMATION_TAGS)
     try:
-        return shared_fetches(store.tables.dialect, store.objects, account_id, audience, batch, reuse=reuse)
+        responses = open_fetch_cache(store.tables.dialect, account_id, reuse=reuse)
+        return SharedFetches(responses, store.objects, audience, batch)
     except FetchCacheNotMigrated as exc:
         context.log.warning(f"{exc}; this run fetches everything itself")
     except Exception as exc:  # any database failure: see the docstring

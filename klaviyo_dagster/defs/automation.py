@@ -9,26 +9,9 @@ Automation until switched on. Dagster keeps a switched state per instance.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 import dagster as dg
 
-AUTOMATION_ENV_VAR = "KLAVIYO_DAGSTER_AUTOMATION"
-AUTOMATION_VALUES = ("on", "off")
-
-
-def automation_on(env: Mapping[str, str] | None = None) -> bool:
-    """``KLAVIYO_DAGSTER_AUTOMATION`` (``on``, the default, or ``off``, any case), read when the
-    code loads.
-
-    Raises ``ValueError`` naming the variable and the values it takes.
-    """
-    env = os.environ if env is None else env
-    value = env.get(AUTOMATION_ENV_VAR, "on").strip().lower() or "on"
-    if value not in AUTOMATION_VALUES:
-        raise ValueError(f"{AUTOMATION_ENV_VAR} must be 'on' or 'off', not {value!r}")
-    return value == "on"
+from klaviyo_dagster.environment import automation_on
 
 
 def launching_sensor_status() -> dg.DefaultSensorStatus:

@@ -3,7 +3,7 @@
 A backfill or a catch-up asks for many dates of one account; Dagster runs them one at a time (the
 instance's queue allows one run per account). What one run fetches can serve the rest
 (``producers/shared.py``), and the last one refreshes the account's newest snapshot
-(``storage/publish.py``), so a run needs to know which dates are still to come. They are the dates
+(``publishing/publish.py``), so a run needs to know which dates are still to come. They are the dates
 of the account's runs that are queued or going, and, for a run of a backfill, the backfill's
 partitions of the account it has not launched yet. Both are read from the Dagster instance.
 """

@@ -23,5 +23,9 @@ class SyncConfig(SyncOptions, dg.Config):
         ),
     )
 
-    def options(self) -> SyncOptions:
-        return SyncOptions(**self.model_dump(exclude={"share_fetches"}))
+    def options(self, default_conversion_metric_id: str | None = None) -> SyncOptions:
+        """The sync options; ``default_conversion_metric_id`` (the deployment's
+        ``SHOPIFY_PLACED_ORDER_METRIC_ID``) applies when the run config names no metric."""
+        options = self.model_dump(exclude={"share_fetches"})
+        options["conversion_metric_id"] = options["conversion_metric_id"] or default_conversion_metric_id
+        return SyncOptions(**options)

@@ -3,8 +3,8 @@
 The upload id is the contract's deterministic id of ``"{accountId}:nightly-{date}"``, so a rerun or a
 backfill of a partition ends in the same folder instead of adding new ones. A file asset never writes
 the final key the dashboard reads: it stores its file under its run's own staging name,
-``{uploadId}/.staging/{runId}/{name}`` (:func:`klaviyo_dagster.storage.publish.staging_key`), and the
-snapshot step publishes the run's three files (``storage/publish.py``). Two runs of one partition
+``{uploadId}/.staging/{runId}/{name}`` (:func:`klaviyo_dagster.publishing.publish.staging_key`), and the
+snapshot step publishes the run's three files (``publishing/publish.py``). Two runs of one partition
 never share a staging name.
 """
 
@@ -18,9 +18,9 @@ import dagster as dg
 from klaviyo_dagster.defs.partitions import split_partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.producers.sync import FILES
+from klaviyo_dagster.publishing.publish import staging_key
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.objects import ObjectStore
-from klaviyo_dagster.storage.publish import staging_key
 
 INGEST_IO_MANAGER_KEY = "ingest_io_manager"
 # Asset name (flows_csv, ...) → the object name the dashboard expects.

@@ -12,7 +12,7 @@ from datetime import date
 import dagster as dg
 
 from klaviyo_dagster.accounts import validate_account_id
-from klaviyo_dagster.readiness import first_partition_date
+from klaviyo_dagster.environment import first_partition_date
 from klaviyo_dagster.run_names import ACCOUNT_DIMENSION, ACCOUNTS_PARTITIONS_NAME, DATE_DIMENSION
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -2,50 +2,58 @@
 
 from __future__ import annotations
 
-import math
-import os
+from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
 import httpx
 from pydantic import Field, PrivateAttr, model_validator
 
-from klaviyo_dagster.klaviyo.client import API_KEY_ENV_VARS, KlaviyoClient, RetryPolicy
+from klaviyo_dagster import environment
+from klaviyo_dagster.accounts import AccountDirectory, AccountSettings
+from klaviyo_dagster.klaviyo.client import DEFAULT_BASE_URL, DEFAULT_REVISION, KlaviyoClient, RetryPolicy
 from klaviyo_dagster.klaviyo.ledger import LedgerBinding, ReportCallLedger
-from klaviyo_dagster.storage.objects import bucket_from_env
-from klaviyo_dagster.storage.store import (
-    SUPABASE_DB_URL_VAR,
-    SUPABASE_KEY_VAR,
-    IngestStore,
-    default_data_dir,
-    local_store,
-    supabase_settings,
-    supabase_store,
-)
+from klaviyo_dagster.readiness import DEFAULT_SETTLING_DELAY, MAX_SETTLING_DELAY, Readiness
+from klaviyo_dagster.storage.objects import DEFAULT_BUCKET
+from klaviyo_dagster.storage.store import IngestStore, local_store, supabase_store
 from klaviyo_dagster.storage.supabase_objects import StorageConfigError
+from klaviyo_dagster.storage.tables import IngestTables
 
 KLAVIYO_RESOURCE_KEY = "klaviyo"
 LOOKUP_TIMEOUT_SECONDS = 10.0
 
 
 class KlaviyoResource(dg.ConfigurableResource):
-    """Klaviyo's REST API for one store.
+    """Klaviyo's REST API, and where each account's key comes from.
 
-    The key is a private API key with read scopes. Give it as ``dg.EnvVar(...)`` so that Dagster
-    shows the variable's name, never its value; left unset, the client reads
-    ``KLAVIYO_API_KEY_PRIVATE`` or ``KLAVIYO_API_KEY`` when a run starts. Calls also need
-    ``KLAVIYO_ENABLE=true``, a switch that lets operators stop all Klaviyo traffic without a deploy.
+    Keys are private API keys with read scopes: each connected account's is stored encrypted in
+    ``account_integrations`` (decrypted with ``integrations_encryption_key``); a deployment without
+    integrations syncs ``account_id`` with ``api_key``. Give secrets as ``dg.EnvVar(...)`` so that
+    Dagster shows the variable's name, never its value (``klaviyo_resource_from_env`` does).
+    ``enabled`` (``KLAVIYO_ENABLE=true``) is the operators' switch that stops all Klaviyo traffic.
     """
 
     api_key: str | None = Field(
         default=None,
-        description="Private API key; use EnvVar. Unset: KLAVIYO_API_KEY_PRIVATE, else KLAVIYO_API_KEY.",
+        description="Private API key of account_id (KLAVIYO_API_KEY_PRIVATE or KLAVIYO_API_KEY); use EnvVar.",
     )
-    base_url: str | None = Field(
-        default=None, description="Unset: KLAVIYO_BASE_URL, else https://a.klaviyo.com."
+    account_id: str | None = Field(
+        default=None,
+        description="KLAVIYO_ACCOUNT_ID: the account synced with api_key when account_integrations has none.",
     )
-    revision: str | None = Field(
-        default=None, description="API revision header. Unset: KLAVIYO_API_REVISION, else 2026-07-15."
+    integrations_encryption_key: str | None = Field(
+        default=None,
+        description="INTEGRATIONS_ENC_KEY, which decrypts account_integrations' keys; use EnvVar.",
+    )
+    enabled: bool = Field(
+        default=False, description="KLAVIYO_ENABLE=true: the switch that lets any Klaviyo call out."
+    )
+    base_url: str = Field(default=DEFAULT_BASE_URL, description="KLAVIYO_BASE_URL.")
+    revision: str = Field(default=DEFAULT_REVISION, description="API revision header (KLAVIYO_API_REVISION).")
+    conversion_metric_id: str | None = Field(
+        default=None,
+        description='SHOPIFY_PLACED_ORDER_METRIC_ID; unset: the account\'s "Placed Order" metric (run config wins).',
     )
     time_scale: float = Field(
         default=1.0,
@@ -87,6 +95,13 @@ class KlaviyoResource(dg.ConfigurableResource):
             max_wait_seconds=self.max_wait_seconds,
         )
 
+    def account_directory(self, tables: IngestTables | None) -> AccountDirectory:
+        """The accounts to sync and their keys (``accounts.py``), with this resource's settings."""
+        return AccountDirectory(
+            tables,
+            AccountSettings(self.account_id, self.api_key, self.integrations_encryption_key),
+        )
+
     def get_client(self, api_key: str | None = None, *, ledger: LedgerBinding | None = None) -> KlaviyoClient:
         """A client for this store (or for ``api_key``'s store); close it when done.
 
@@ -109,6 +124,7 @@ class KlaviyoResource(dg.ConfigurableResource):
             api_key or self.api_key,
             base_url=self.base_url,
             revision=self.revision,
+            enabled=self.enabled,
             time_scale=self.time_scale,
             timeout_seconds=self.timeout_seconds,
             retry=retry,
@@ -127,30 +143,35 @@ class KlaviyoResource(dg.ConfigurableResource):
             api_key or self.api_key,
             base_url=self.base_url,
             revision=self.revision,
+            enabled=self.enabled,
             time_scale=self.time_scale,
             timeout_seconds=LOOKUP_TIMEOUT_SECONDS,
             retry=RetryPolicy(max_retries=1, max_throttle_retries=1, max_wait_seconds=LOOKUP_TIMEOUT_SECONDS),
         )
 
 
-TIME_SCALE_ENV_VAR = "KLAVIYO_TIME_SCALE"
+def klaviyo_resource_from_env(env: Mapping[str, str] | None = None, **overrides: object) -> KlaviyoResource:
+    """The resource a deployment's environment describes (``environment.py``): the key and the
+    encryption key bound by variable name (EnvVar), never by value; the other settings as the values
+    in effect, so the UI shows them. ``overrides`` set fields directly (benchmarks, tests).
 
-
-def klaviyo_resource_from_env() -> KlaviyoResource:
-    """The resource bound to whichever key variable is set, by name (EnvVar), never by value.
-
-    ``KLAVIYO_TIME_SCALE`` (optional, a positive number) sets ``time_scale``: only for running
-    against the simulator started with the same ``--time-scale``; unset means 1 (real Klaviyo).
+    Raises ``ValueError`` for a malformed ``KLAVIYO_TIME_SCALE`` or ``KLAVIYO_ACCOUNT_ID``.
     """
-    key_var = next((name for name in API_KEY_ENV_VARS if os.environ.get(name)), None)
-    raw_scale = os.environ.get(TIME_SCALE_ENV_VAR, "").strip() or "1"
-    try:
-        time_scale = float(raw_scale)
-    except ValueError:
-        time_scale = math.nan
-    if not (math.isfinite(time_scale) and time_scale > 0):
-        raise ValueError(f"{TIME_SCALE_ENV_VAR} must be a positive number such as 0.05, got {raw_scale!r}")
-    return KlaviyoResource(api_key=dg.EnvVar(key_var) if key_var else None, time_scale=time_scale)
+    key_var = environment.first_set(environment.KLAVIYO_API_KEY_VARS, env)
+    settings = environment.account_settings(env)
+    fields: dict[str, object] = {
+        "api_key": dg.EnvVar(key_var) if key_var else None,
+        "account_id": settings.account_id,
+        "integrations_encryption_key": (
+            dg.EnvVar(environment.ENCRYPTION_KEY_VAR) if settings.encryption_key else None
+        ),
+        "enabled": environment.klaviyo_enabled(env),
+        "base_url": environment.klaviyo_base_url(env),
+        "revision": environment.klaviyo_revision(env),
+        "conversion_metric_id": environment.conversion_metric_id(env),
+        "time_scale": environment.klaviyo_time_scale(env),
+    }
+    return KlaviyoResource(**{**fields, **overrides})  # type: ignore[arg-type]
 
 
 INGEST_STORE_RESOURCE_KEY = "ingest_store"
@@ -160,16 +181,17 @@ class IngestStoreResource(dg.ConfigurableResource):
     """Where the partition's files and the dashboard's rows go.
 
     Supabase when its URL, service key and database URL are given (use EnvVar for the two secrets),
-    else the local store under ``data_dir`` (default ``$KLAVIYO_DAGSTER_DATA_DIR`` or ``./.data``).
+    else the local store under ``data_dir``.
     """
 
     supabase_url: str | None = Field(default=None, description="SUPABASE_URL; unset for the local store.")
     service_role_key: str | None = Field(default=None, description="Supabase service role key; use EnvVar.")
     db_url: str | None = Field(default=None, description="Direct Postgres connection string; use EnvVar.")
-    bucket: str | None = Field(
-        default=None, description="Unset: DATA_INGEST_BUCKET, PREAUTH_BUCKET, preauth-uploads."
+    bucket: str = Field(default=DEFAULT_BUCKET, description="DATA_INGEST_BUCKET (or PREAUTH_BUCKET).")
+    data_dir: str = Field(
+        default=".data",
+        description="The local store's folder (KLAVIYO_DAGSTER_DATA_DIR); unused with Supabase.",
     )
-    data_dir: str | None = Field(default=None, description="The local store's folder.")
     storage_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Per-request timeout of Storage calls."
     )
@@ -221,9 +243,9 @@ class IngestStoreResource(dg.ConfigurableResource):
         return self._store
 
     def _open_store(self) -> IngestStore:
-        bucket = self.bucket or bucket_from_env()
+        bucket = self.bucket
         if not (self.supabase_url or self.service_role_key or self.db_url):
-            return local_store(Path(self.data_dir) if self.data_dir else default_data_dir(), bucket)
+            return local_store(Path(self.data_dir), bucket)
         if not (self.supabase_url and self.service_role_key and self.db_url):
             raise StorageConfigError(
                 "The Supabase store needs supabase_url, service_role_key and db_url together "
@@ -243,13 +265,48 @@ class IngestStoreResource(dg.ConfigurableResource):
         )
 
 
-def ingest_store_resource_from_env() -> IngestStoreResource:
-    """Supabase if configured (secrets by EnvVar name, never by value), else the local store."""
-    settings = supabase_settings()
+def ingest_store_resource_from_env(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> IngestStoreResource:
+    """Supabase if configured (secrets by EnvVar name, never by value), else the local store; the
+    bucket and folder as the values in effect. ``overrides`` set fields directly.
+
+    Raises ``StorageConfigError`` when only part of the Supabase settings is set.
+    """
+    settings = environment.supabase_settings(env)
+    fields: dict[str, object] = {"bucket": environment.bucket(env)}
     if settings is None:
-        return IngestStoreResource()
-    return IngestStoreResource(
-        supabase_url=settings["url"],
-        service_role_key=dg.EnvVar(SUPABASE_KEY_VAR),
-        db_url=dg.EnvVar(SUPABASE_DB_URL_VAR),
+        fields["data_dir"] = str(environment.data_dir(env))
+    else:
+        fields.update(
+            supabase_url=settings.url,
+            service_role_key=dg.EnvVar(environment.SUPABASE_KEY_VAR),
+            db_url=dg.EnvVar(environment.SUPABASE_DB_URL_VAR),
+        )
+    return IngestStoreResource(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+READINESS_RESOURCE_KEY = "readiness"
+
+
+class ReadinessResource(dg.ConfigurableResource):
+    """When a partition date is complete for an account: its day is over where the account is, plus
+    the settling delay for Klaviyo's reports to catch up (``readiness.py``; design.md, "Automation").
+    The complete-days schedule and the catch-up sensor ask it."""
+
+    settling_delay_minutes: int = Field(
+        default=int(DEFAULT_SETTLING_DELAY.total_seconds() // 60),
+        ge=0,
+        le=int(MAX_SETTLING_DELAY.total_seconds() // 60),
+        description="KLAVIYO_SETTLING_DELAY_MINUTES: minutes after an account's local midnight.",
+    )
+
+    def get_readiness(self) -> Readiness:
+        return Readiness(timedelta(minutes=self.settling_delay_minutes))
+
+
+def readiness_resource_from_env(env: Mapping[str, str] | None = None) -> ReadinessResource:
+    """``KLAVIYO_SETTLING_DELAY_MINUTES`` as the value in effect; ``ValueError`` when malformed."""
+    return ReadinessResource(
+        settling_delay_minutes=int(environment.settling_delay(env).total_seconds() // 60)
     )

@@ -30,7 +30,7 @@ from klaviyo_dagster.account_zones import zones_of
 from klaviyo_dagster.defs.automation import launching_schedule_status
 from klaviyo_dagster.defs.jobs import klaviyo_ingest_job
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, date_partitions, partition_key
-from klaviyo_dagster.defs.resources import IngestStoreResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, ReadinessResource
 from klaviyo_dagster.defs.run_history import RunHistory
 from klaviyo_dagster.readiness import LATEST_ZONE, AccountZone, Readiness, describe_delay, utc_now
 from klaviyo_dagster.run_names import ACCOUNT_TAG
@@ -87,7 +87,7 @@ def completed_at_tick(
     ),
 )
 def klaviyo_complete_days_schedule(
-    context: dg.ScheduleEvaluationContext, ingest_store: IngestStoreResource
+    context: dg.ScheduleEvaluationContext, ingest_store: IngestStoreResource, readiness: ReadinessResource
 ) -> list[dg.RunRequest] | dg.SkipReason:
     """One run per account whose day became complete since the previous tick."""
     tick = context.scheduled_execution_time or utc_now()
@@ -96,12 +96,12 @@ def klaviyo_complete_days_schedule(
         return dg.SkipReason("no account partitions yet: the klaviyo_accounts_sensor adds them")
     zones = zones_of(ingest_store.get_store().tables, accounts)
     warn_assumed(context.log, zones)
-    readiness = Readiness.from_env()
-    due = completed_at_tick(tick, zones, readiness)
+    ready = readiness.get_readiness()
+    due = completed_at_tick(tick, zones, ready)
     if not due:
         return dg.SkipReason(
             f"no account's day became complete since {(tick - TICK).isoformat()} "
-            f"({len(zones)} account(s); settling delay {describe_delay(readiness.delay)})"
+            f"({len(zones)} account(s); settling delay {describe_delay(ready.delay)})"
         )
     history = RunHistory.load(context.instance, due)  # one query for the dates about to be asked for
     verdicts = {pair: history.verdict(*pair, SCHEDULE_MAX_RETRIES) for pair in due}

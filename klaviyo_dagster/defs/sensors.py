@@ -32,7 +32,7 @@ from klaviyo_dagster.defs.partitions import (
     date_partitions,
     partition_key,
 )
-from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource, ReadinessResource
 from klaviyo_dagster.defs.run_history import NOT_EXAMINED, RunHistory, Verdict, is_dry_run
 from klaviyo_dagster.defs.schedules import REPLAYED_TICKS, TICK, ingest_request, warn_assumed
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
@@ -67,7 +67,7 @@ def klaviyo_accounts_sensor(
     """Adds a partition per new account, removes those of disabled or deleted accounts, and records
     the timezone of accounts that have none recorded yet."""
     tables = ingest_store.get_store().tables
-    directory = AccountDirectory(tables)
+    directory = klaviyo.account_directory(tables)
     known = set(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
     wanted = set(directory.account_ids())
     discovered = discover_timezones(
@@ -113,14 +113,14 @@ def catch_up_run_key(account: str, day: date, verdict: Verdict) -> str:
     ),
 )
 def klaviyo_catch_up_sensor(
-    context: dg.SensorEvaluationContext, ingest_store: IngestStoreResource
+    context: dg.SensorEvaluationContext, ingest_store: IngestStoreResource, readiness: ReadinessResource
 ) -> list[dg.RunRequest] | dg.SkipReason:
     """Requests missed and never-started partitions, oldest first, at most ``CATCH_UP_MAX_RUNS_PER_TICK``."""
     now = utc_now()
     accounts = context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
     zones = zones_of(ingest_store.get_store().tables, accounts)
     warn_assumed(context.log, zones)
-    missing = missing_partitions(context.instance, zones, Readiness.from_env(), now)
+    missing = missing_partitions(context.instance, zones, readiness.get_readiness(), now)
     history = RunHistory.load(context.instance, missing)  # one query, whatever the job
     requests: list[dg.RunRequest] = []
     left: dict[str, int] = {}

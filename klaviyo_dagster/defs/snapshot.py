@@ -1,29 +1,29 @@
 """The snapshot: what the dashboard reads once a partition's three files are staged.
 
-Thin Dagster wiring around :func:`klaviyo_dagster.storage.publish.publish`, which checks the run's
+Thin Dagster wiring around :func:`klaviyo_dagster.publishing.publish.publish`, which checks the run's
 staged files, computes the derived metrics (or, with ``SNAPSHOT_PROCESS_URL``, has the web app's
 processor compute them), moves the files into place and makes the partition's one snapshot ready, in
 the all-or-nothing order of ``contracts/supabase.md``. Its checks are the runbook's manual checks,
 done on every run.
 """
 
-import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from klaviyo_dagster import environment
 from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, INGEST_OWNERS, SUBSCRIBERS_CSV
 from klaviyo_dagster.defs.batch import pending_dates
 from klaviyo_dagster.defs.io_managers import OBJECT_NAMES, StoredCsv, staging_run_id
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource
-from klaviyo_dagster.processing.metrics import SnapshotMetrics
+from klaviyo_dagster.derived_rows import SnapshotMetrics
 from klaviyo_dagster.processing.remote import RemoteProcessingFailed, request_processing
+from klaviyo_dagster.publishing.publish import Processor, PublishError, PublishRequest, publish
 from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.publish import Processor, PublishError, PublishRequest, publish
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import PublishLockTimeout, PublishSuperseded
 
@@ -47,11 +47,13 @@ class SnapshotProcessingResource(dg.ConfigurableResource):
     )
 
 
-def snapshot_processing_from_env() -> SnapshotProcessingResource:
-    url = os.environ.get("SNAPSHOT_PROCESS_URL") or None
+def snapshot_processing_from_env(env: Mapping[str, str] | None = None) -> SnapshotProcessingResource:
+    """The web app's processor when ``SNAPSHOT_PROCESS_URL`` is set (its secret by EnvVar name),
+    else the built-in computation."""
+    url = environment.snapshot_process_url(env)
     if url is None:
         return SnapshotProcessingResource()
-    return SnapshotProcessingResource(processor_url=url, admin_secret=dg.EnvVar("ADMIN_JOB_SECRET"))
+    return SnapshotProcessingResource(processor_url=url, admin_secret=dg.EnvVar(environment.ADMIN_SECRET_VAR))
 
 
 @dg.asset(
@@ -96,11 +98,7 @@ def snapshot(
         date.fromisoformat(upstream[FLOWS_CSV]["window_first_day"]),
         date.fromisoformat(upstream[FLOWS_CSV]["window_last_day"]),
     )
-    metadata: dict[str, Any] = {
-        "partition_date": day.isoformat(),
-        "window": {"first_day": window[0].isoformat(), "last_day": window[1].isoformat()},
-        "source": "klaviyo-dagster",
-    }
+    metadata: dict[str, Any] = {"source": "klaviyo-dagster"}  # publish adds the partition date and window
     if files_run != context.run.run_id:
         metadata["published_by_dagster_run_id"] = context.run.run_id
     if store.owns_accounts:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -48,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from klaviyo_dagster.backoff import jittered_backoff
 from klaviyo_dagster.klaviyo.errors import (
     KlaviyoAuthError,
     KlaviyoConfigError,
@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://a.klaviyo.com"
 DEFAULT_REVISION = "2026-07-15"
-API_KEY_ENV_VARS = ("KLAVIYO_API_KEY_PRIVATE", "KLAVIYO_API_KEY")
 JSON_API = "application/vnd.api+json"
 
 # Calls to an operation outside the spec extract are paced at Klaviyo's most conservative tier (XS).
@@ -100,23 +99,14 @@ class RetryPolicy:
     max_wait_seconds: float = 600.0  # longest single wait (pacing or Retry-After) before failing
 
 
-def resolve_api_key(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
-    """The explicit key, else ``KLAVIYO_API_KEY_PRIVATE``, else ``KLAVIYO_API_KEY``."""
-    env = os.environ if env is None else env
-    for candidate in (explicit, *(env.get(name) for name in API_KEY_ENV_VARS)):
-        if candidate and candidate.strip():
-            return candidate.strip()
+def resolve_api_key(api_key: str | None) -> str:
+    """The key stripped; ``KlaviyoConfigError`` saying where to set one when it is missing or blank."""
+    if api_key and api_key.strip():
+        return api_key.strip()
     raise KlaviyoConfigError(
         "No Klaviyo API key: set KLAVIYO_API_KEY_PRIVATE (or KLAVIYO_API_KEY) to a private key "
         "with read scopes, or pass api_key explicitly."
     )
-
-
-def is_enabled(explicit: bool | None = None, env: Mapping[str, str] | None = None) -> bool:
-    if explicit is not None:
-        return explicit
-    env = os.environ if env is None else env
-    return env.get("KLAVIYO_ENABLE", "").strip().lower() == "true"
 
 
 class ReadCache(Protocol):
@@ -144,9 +134,9 @@ class KlaviyoClient:
         self,
         api_key: str | None = None,
         *,
-        base_url: str | None = None,
-        revision: str | None = None,
-        enabled: bool | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        revision: str = DEFAULT_REVISION,
+        enabled: bool = True,
         timeout_seconds: float = 30.0,
         retry: RetryPolicy | None = None,
         time_scale: float = 1.0,
@@ -159,11 +149,14 @@ class KlaviyoClient:
         ``time_scale`` is real seconds per Klaviyo second: 1.0 against Klaviyo; the simulator's
         ``--time-scale`` value against a simulator whose windows are shrunk for benchmarks.
 
+        ``enabled``: the operators' switch (``KLAVIYO_ENABLE``); False refuses to build a client
+        (``KlaviyoDisabledError``), so no call leaves.
+
         ``ledger``: the account's report call ledger (same ``time_scale``); the report groups are then
         paced across processes, and a full daily quota calls ``on_long_wait(group, wait_seconds, used,
         limit)`` and waits, then ``on_resume(group)``, instead of failing.
         """
-        if not is_enabled(enabled):
+        if not enabled:
             raise KlaviyoDisabledError("Klaviyo source disabled: set KLAVIYO_ENABLE=true")
         if ledger is not None and ledger.time_scale != time_scale:
             raise KlaviyoConfigError(
@@ -174,10 +167,8 @@ class KlaviyoClient:
         self._on_long_wait = on_long_wait
         self._on_resume = on_resume
         self._api_key = resolve_api_key(api_key)
-        self.base_url = _validated_base_url(
-            base_url or os.environ.get("KLAVIYO_BASE_URL") or DEFAULT_BASE_URL
-        )
-        self.revision = revision or os.environ.get("KLAVIYO_API_REVISION") or DEFAULT_REVISION
+        self.base_url = _validated_base_url(base_url)
+        self.revision = revision
         self.retry = retry or RetryPolicy()
         self.time_scale = time_scale
         self.stats = ClientStats()
@@ -513,8 +504,7 @@ class KlaviyoClient:
         time.sleep(delay)
 
     def _backoff_delay(self, attempt: int) -> float:
-        ceiling = min(self.retry.backoff_cap_seconds, self.retry.backoff_base_seconds * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter or simulated data, not security  # nosec B311
+        return jittered_backoff(attempt, self.retry.backoff_base_seconds, self.retry.backoff_cap_seconds)
 
     # --- responses and errors --------------------------------------------------------------------
 

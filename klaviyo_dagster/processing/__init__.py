@@ -2,5 +2,6 @@
 
 ``metrics`` computes them in plain Python (no Dagster, no database) from a snapshot's flows.csv and
 campaigns.csv plus the previous snapshot's series, for history; ``remote`` asks the web app's
-processor endpoint to do it instead, when one is configured.
+processor endpoint to do it instead, when one is configured. Neither touches the store: publishing
+(``publishing/publish.py``) brings the two together.
 """

@@ -16,7 +16,8 @@ chain does not depend on the order the runs happened in when it is computed from
 :func:`compute_metrics` a :class:`History` built that way rather than one snapshot's stored series.
 
 Plain Python, no Dagster, no database: the caller reads the CSVs and the history and writes the
-result.
+result. The values it takes and gives (:class:`SeriesPoint`, :class:`SnapshotMetrics`,
+:class:`History`) live in ``derived_rows.py``, which storage writes them from.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ import csv
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from datetime import date, timedelta
+from dataclasses import dataclass, fields
+from datetime import date
 from itertools import chain
 from typing import TextIO
 
+from klaviyo_dagster.derived_rows import History, SeriesPoint, SnapshotMetrics
 from klaviyo_dagster.producers.csvfile import READ_FIELD_SIZE_LIMIT
+from klaviyo_dagster.producers.window import calendar_days
 
 # The keys the dashboard reads, per day and for the whole snapshot (rates are percentages).
 DASHBOARD_KEYS = (
@@ -121,24 +124,6 @@ class DayTotals:
 
 
 @dataclass(frozen=True)
-class SeriesPoint:
-    """One ``snapshot_series`` row: a metric's value on one day."""
-
-    metric_key: str
-    day: date
-    value: float
-
-
-@dataclass(frozen=True)
-class SnapshotMetrics:
-    """Everything processing writes for a snapshot."""
-
-    series: list[SeriesPoint]  # sorted by (day, metric_key)
-    totals: dict[str, float]
-    last_email_date: date | None
-
-
-@dataclass(frozen=True)
 class OwnActivity:
     """A snapshot's own email activity: the :func:`daily_totals` of its files over its window.
 
@@ -151,23 +136,15 @@ class OwnActivity:
     def __post_init__(self) -> None:
         check_window(self.days, self.window)
 
+    @classmethod
+    def from_series(cls, window: tuple[date, date], points: Iterable[SeriesPoint]) -> OwnActivity:
+        """A stored snapshot's own activity: its series ``points`` inside ``window`` rebuilt as base
+        sums (:func:`rebuild_days`; values are stored exactly, so they come back exactly)."""
+        return cls(window, rebuild_days(points))
+
     def metrics(self, history: History) -> SnapshotMetrics:
         """The snapshot's derived rows: this window on top of ``history``."""
         return compute_metrics(dict(self.days), self.window, history.series, history.last_email_date)
-
-
-@dataclass(frozen=True)
-class History:
-    """What a snapshot carries forward from the account's earlier partitions, as an in-order run of
-    them would give it (``contracts/supabase.md``, "History").
-
-    ``series`` holds the days of the in-order chain (days on or after the new window's first day, if
-    any, are ignored by :func:`compute_metrics`); ``last_email_date`` is the latest day with emails
-    sent that the chain ever saw (the previous snapshot's ``last_email_date`` in an in-order run).
-    """
-
-    series: list[SeriesPoint] = field(default_factory=list)
-    last_email_date: date | None = None
 
 
 def js_math_round(x: float) -> float:
@@ -332,7 +309,7 @@ def compute_metrics(
     check_window(current, window)
     first, last = window
     days = carried_days(previous, before=first)
-    for day in window_days(first, last):
+    for day in calendar_days(first, last):
         days[day] = current.get(day, DayTotals())
     whole = sum((days[day] for day in sorted(days)), DayTotals())  # in day order: stable float sums
     return SnapshotMetrics(
@@ -350,11 +327,6 @@ def check_window(current: Iterable[date], window: tuple[date, date]) -> None:
     outside = sorted(day for day in current if not first <= day <= last)
     if outside:
         raise ValueError(f"activity outside the window {first}..{last}: {', '.join(map(str, outside))}")
-
-
-def window_days(first: date, last: date) -> list[date]:
-    """Every calendar day from ``first`` to ``last``, both included."""
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def series_points(days: Mapping[date, DayTotals]) -> list[SeriesPoint]:

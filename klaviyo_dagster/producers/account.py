@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from functools import cache
 from zoneinfo import available_timezones
@@ -17,7 +16,6 @@ log = logging.getLogger(__name__)
 ACCOUNTS_PATH = "/api/accounts"
 PLACED_ORDER = "Placed Order"
 PREFERRED_INTEGRATION = "Shopify"
-METRIC_ENV_VAR = "SHOPIFY_PLACED_ORDER_METRIC_ID"
 
 
 class ConversionMetricNotFound(KlaviyoConfigError):
@@ -86,12 +84,12 @@ def _known_zones() -> frozenset[str]:
 def conversion_metric_id(client: KlaviyoClient, configured: str | None = None) -> str:
     """The metric Klaviyo attributes conversions to in reports: the store's "Placed Order".
 
-    Run config first, then ``SHOPIFY_PLACED_ORDER_METRIC_ID``, then the metric named exactly
-    "Placed Order" (no name filter exists, so all metrics are listed), preferring the Shopify one.
+    ``configured`` first (run config, else ``SHOPIFY_PLACED_ORDER_METRIC_ID``: the caller's), then the
+    metric named exactly "Placed Order" (no name filter exists, so all metrics are listed),
+    preferring the Shopify one.
     """
-    for candidate in (configured, os.environ.get(METRIC_ENV_VAR)):
-        if candidate and candidate.strip():
-            return candidate.strip()
+    if configured and configured.strip():
+        return configured.strip()
     params = {"fields[metric]": "name,integration"}
     placed_order = [
         m for m in client.iter_resources("/api/metrics", params) if attribute(m, "name") == PLACED_ORDER
@@ -100,7 +98,7 @@ def conversion_metric_id(client: KlaviyoClient, configured: str | None = None) -
     if not placed_order:
         raise ConversionMetricNotFound(
             f'No "{PLACED_ORDER}" metric in this Klaviyo account, so reports have no conversion metric. '
-            f"Set it in run config (conversion_metric_id), or in the environment ({METRIC_ENV_VAR}), "
+            f"Set it in run config (conversion_metric_id), or in the environment (SHOPIFY_PLACED_ORDER_METRIC_ID), "
             f'or connect the store integration that records "{PLACED_ORDER}".'
         )
     return placed_order[0]["id"]

@@ -28,7 +28,7 @@ class Window:
 
     @property
     def days(self) -> list[date]:
-        return [self.first_day + timedelta(days=n) for n in range((self.last_day - self.first_day).days + 1)]
+        return calendar_days(self.first_day, self.last_day)
 
     def timeframe(self) -> dict[str, str]:
         """Klaviyo's custom timeframe: 00:00:00 of the first day to 23:59:59 of the last, local time.
@@ -56,3 +56,8 @@ class Window:
 
     def describe(self) -> str:
         return f"{self.first_day.isoformat()}..{self.last_day.isoformat()} ({self.timezone})"
+
+
+def calendar_days(first: date, last: date) -> list[date]:
+    """Every calendar day from ``first`` to ``last``, both included (none when ``first`` is later)."""
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]

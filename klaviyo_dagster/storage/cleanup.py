@@ -76,7 +76,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from klaviyo_dagster.accounts import validate_account_id
+from klaviyo_dagster.storage.ids import validate_account_id
 from klaviyo_dagster.storage.objects import KnowsModifiedTimes, ObjectStore
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import (

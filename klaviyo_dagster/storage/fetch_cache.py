@@ -8,6 +8,9 @@ table holds at most two days. Nothing is added to the bucket: the day's subscrib
 from the upload folder it was published to, and its record holds counts only. The rows hold what a
 run read from Klaviyo about the account (flow and campaign definitions, sender addresses included,
 report numbers), never a key or a subscriber's data.
+
+Storage knows nothing of the producers: :func:`open_fetch_cache` gives a store of JSON documents
+(what ``producers.shared.ResponseStore`` asks for), and the Dagster layer hands it to them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from klaviyo_dagster.producers.shared import SharedFetches
-from klaviyo_dagster.storage.objects import ObjectStore
 from klaviyo_dagster.storage.tables import Dialect, SqliteDialect, run_statement
 
 T = TypeVar("T")
@@ -112,30 +113,22 @@ def _like_prefix(prefix: str) -> str:
     return prefix + "%"
 
 
-def shared_fetches(
-    dialect: Dialect,
-    objects: ObjectStore,
-    account_id: str,
-    audience_key: str | None = None,
-    batch_dates: frozenset[date] = frozenset(),
-    today: date | None = None,
-    *,
-    reuse: bool = True,
-) -> SharedFetches:
+def open_fetch_cache(
+    dialect: Dialect, account_id: str, today: date | None = None, *, reuse: bool = True
+) -> TolerantFetchCache:
     """The account's fetch cache for today (UTC), after removing its earlier days' rows.
 
-    ``audience_key``: where this partition's subscribers.csv will be published. ``reuse=False``: this
-    run reads nothing from the cache (it asks Klaviyo afresh) but leaves what it read for the others.
-    Raises the database's error if the cache cannot be opened; once open, a failing read is a miss
-    and a failing write is skipped, with a warning naming the error's type only.
+    ``reuse=False``: this run reads nothing from the cache (it asks Klaviyo afresh) but leaves what it
+    read for the others. Raises the database's error if the cache cannot be opened; once open, a
+    failing read is a miss and a failing write is skipped, with a warning naming the error's type only.
     """
     cache = FetchCache(dialect, account_id, today or datetime.now(UTC).date())
     cache.remove_earlier_days()
-    return SharedFetches(_Tolerant(cache, reads=reuse), objects, audience_key, batch_dates)
+    return TolerantFetchCache(cache, reads=reuse)
 
 
-class _Tolerant:
-    """A cache that never fails the files: sharing only saves calls (a ``ResponseStore``)."""
+class TolerantFetchCache:
+    """A cache that never fails the files: sharing only saves calls (a ``producers.shared.ResponseStore``)."""
 
     def __init__(self, cache: FetchCache, *, reads: bool) -> None:
         self._cache = cache

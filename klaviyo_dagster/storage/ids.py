@@ -7,8 +7,11 @@ the namespace is the raw SHA-1 of a fixed string rather than a uuid).
 from __future__ import annotations
 
 import hashlib
+import re
+import uuid
 from datetime import date
 
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _NAMESPACE = hashlib.sha1(b"email-metrics-orchestrator", usedforsecurity=False).digest()
 
 
@@ -28,3 +31,10 @@ def upload_id(account_id: str, idempotency_key: str) -> str:
 def nightly_upload_id(account_id: str, day: date) -> str:
     """The upload of an account's partition: ``"{accountId}:nightly-{D}"``."""
     return upload_id(account_id, f"nightly-{day.isoformat()}")
+
+
+def validate_account_id(account_id: str) -> str:
+    """The account id in canonical form; ValueError unless it is a uuid (no path tricks possible)."""
+    if not isinstance(account_id, str) or not _UUID.match(account_id.lower()):
+        raise ValueError(f"Account id must be the dashboard's account uuid, got {account_id!r}")
+    return str(uuid.UUID(account_id))

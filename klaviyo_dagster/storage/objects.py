@@ -12,13 +12,12 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
 DEFAULT_BUCKET = "preauth-uploads"
-BUCKET_ENV_VARS = ("DATA_INGEST_BUCKET", "PREAUTH_BUCKET")
 # The three files of an upload folder (contracts/supabase.md, "Bucket layout"); the only copy.
 FLOWS_OBJECT, CAMPAIGNS_OBJECT, SUBSCRIBERS_OBJECT = CSV_OBJECT_NAMES = (
     "flows.csv",
@@ -115,16 +114,6 @@ def validate_bucket(bucket: str) -> str:
     return bucket
 
 
-def bucket_from_env(env: Mapping[str, str] | None = None) -> str:
-    """``DATA_INGEST_BUCKET``, else ``PREAUTH_BUCKET``, else ``preauth-uploads``."""
-    env = os.environ if env is None else env
-    for name in BUCKET_ENV_VARS:
-        value = (env.get(name) or "").strip()
-        if value:
-            return value
-    return DEFAULT_BUCKET
-
-
 def format_bytes(size: int) -> str:
     return f"{size / (1024 * 1024):.1f} MB ({size} bytes)"
 
@@ -216,10 +205,6 @@ class LocalObjectStore:
         self.root = Path(root)
         self.bucket = validate_bucket(bucket)
         self.max_object_bytes = max_object_bytes
-
-    @classmethod
-    def from_env(cls, root: str | Path, env: Mapping[str, str] | None = None) -> LocalObjectStore:
-        return cls(root, bucket_from_env(env))
 
     @property
     def bucket_dir(self) -> Path:

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import builtins
 import logging
-import os
-import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +35,7 @@ import httpx
 from storage3.exceptions import StorageApiError
 from supabase import Client, ClientOptions, create_client
 
+from klaviyo_dagster.backoff import jittered_backoff
 from klaviyo_dagster.redaction import redact, redact_url, url_password
 from klaviyo_dagster.storage.objects import (
     DEFAULT_BUCKET,
@@ -46,7 +45,6 @@ from klaviyo_dagster.storage.objects import (
     ObjectTooLarge,
     StorageAuthError,
     StorageError,
-    bucket_from_env,
     too_large_before_upload,
     validate_bucket,
     validate_object_key,
@@ -58,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-URL_ENV_VARS = ("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL")
-KEY_ENV_VAR = "SUPABASE_SERVICE_ROLE_KEY"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)  # per network operation, not per call
 LIST_PAGE_SIZE = 1000  # storage-api caps list limit at 1000
 REMOVE_BATCH_SIZE = 1000  # and a delete at 1000 names
@@ -129,10 +125,10 @@ class SupabaseObjectStore:
         if not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url.strip()):
             raise StorageConfigError(
                 "The Supabase URL must look like https://<project>.supabase.co "
-                f"(set {' or '.join(URL_ENV_VARS)})"
+                "(set SUPABASE_URL or NEXT_PUBLIC_SUPABASE_URL)"
             )
         if not isinstance(service_role_key, str) or not service_role_key.strip():
-            raise StorageConfigError(f"The Supabase service role key is empty (set {KEY_ENV_VAR})")
+            raise StorageConfigError("The Supabase service role key is empty (set SUPABASE_SERVICE_ROLE_KEY)")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if httpx_client is not None and transport is not None:
@@ -151,25 +147,6 @@ class SupabaseObjectStore:
         self._transport = transport
         self._client: Client | None = None
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> SupabaseObjectStore:
-        """``SUPABASE_URL`` (or ``NEXT_PUBLIC_SUPABASE_URL``), ``SUPABASE_SERVICE_ROLE_KEY``, bucket from env."""
-        env = os.environ if env is None else env
-        url = next((env[name].strip() for name in URL_ENV_VARS if (env.get(name) or "").strip()), None)
-        key = (env.get(KEY_ENV_VAR) or "").strip()
-        missing = []
-        if not url:
-            missing.append(f"{URL_ENV_VARS[0]} (or {URL_ENV_VARS[1]})")
-        if not key:
-            missing.append(KEY_ENV_VAR)
-        if missing:
-            raise StorageConfigError(
-                f"Supabase Storage is not configured: set {' and '.join(missing)} "
-                "(Project Settings → API: the project URL and the service_role key)."
-            )
-        assert url is not None
-        return cls(url, key, bucket_from_env(env), **kwargs)
 
     # --- plumbing ---------------------------------------------------------------------------------
     def _bucket_api(self) -> Any:
@@ -216,13 +193,15 @@ class SupabaseObjectStore:
         kwargs: dict[str, Any] = {"status": status, "code": code, "key": key}
         if status in (401, 403):
             return StorageAuthError(
-                f"{what}. The service key was refused: check that {KEY_ENV_VAR} is this project's "
-                f"service_role key (Project Settings → API) and that {URL_ENV_VARS[0]} points at the same project.",
+                f"{what}. The service key was refused: check that SUPABASE_SERVICE_ROLE_KEY is this project's "
+                "service_role key (Project Settings → API) and that SUPABASE_URL points at the same project.",
                 **kwargs,
             )
         if status == 404 and "bucket" in f"{code} {detail}".lower():
             # Storage also answers a refused key's download with "Bucket not found".
-            also_key = f" (on a download, also check {KEY_ENV_VAR}: a refused key is answered the same)"
+            also_key = (
+                " (on a download, also check SUPABASE_SERVICE_ROLE_KEY: a refused key is answered the same)"
+            )
             return BucketNotFound(
                 f"{what}. Create the private bucket {self.bucket!r} in Supabase Storage, or set "
                 f"DATA_INGEST_BUCKET to an existing one{also_key if op == 'download' else ''}.",
@@ -270,7 +249,7 @@ class SupabaseObjectStore:
                 reason = self._redact(str(err)) or "no detail"
                 error = StorageError(
                     f"Supabase Storage {op} of {self._where(key)} failed: could not reach {redact_url(self.url)} "
-                    f"({type(err).__name__}: {reason}). Check the network and {URL_ENV_VARS[0]}, or try again later.",
+                    f"({type(err).__name__}: {reason}). Check the network and SUPABASE_URL, or try again later.",
                     code=type(err).__name__,
                     key=key,
                 )
@@ -289,8 +268,7 @@ class SupabaseObjectStore:
                 error.message = f"{error.message} Gave up after {attempt} attempts."
                 error.args = (error.message,)
                 raise error from cause
-            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-            delay = random.uniform(delay / 2, delay)  # jitter or simulated data, not security  # nosec B311
+            delay = jittered_backoff(attempt, self.backoff_base, self.backoff_max)
             logger.warning(
                 "Supabase Storage %s of %s failed (attempt %d/%d: status %s, %s); retrying in %.2fs",
                 op,

@@ -14,6 +14,10 @@ partitions were published in; :meth:`IngestTables.finish_publish` derives them i
 transaction and, asked to, refreshes the account's newest snapshot there too. Values are written
 exactly (Postgres ``numeric`` gets the float's shortest decimal, not 15 digits), so rows rebuilt from
 stored ones equal the ones computed from the files.
+
+The tables compute no metric: the rows are plain values (``derived_rows.py``), and what derives them
+inside a transaction is handed in (a :class:`Derivation`, built by ``publishing/publish.py`` from
+``processing/metrics.py``), so storage imports nothing of processing.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -35,13 +39,7 @@ from typing import Any, Protocol
 
 import psycopg
 
-from klaviyo_dagster.processing.metrics import (
-    History,
-    OwnActivity,
-    SeriesPoint,
-    SnapshotMetrics,
-    rebuild_days,
-)
+from klaviyo_dagster.derived_rows import History, SeriesPoint, SnapshotMetrics
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +69,21 @@ class SnapshotRow:
     metadata: dict[str, Any]
 
 
+class OwnWindow(Protocol):
+    """A snapshot's own activity over its window, which derives its rows on top of a history
+    (processing's ``OwnActivity``)."""
+
+    @property
+    def window(self) -> tuple[date, date]: ...  # first, last; inclusive
+
+    def metrics(self, history: History) -> SnapshotMetrics: ...
+
+
+# A stored snapshot's own window rows (its series points inside its window) as an OwnWindow again
+# (processing's ``OwnActivity.from_series``); raises ValueError when they do not fit the window.
+StoredOwnWindow = Callable[[tuple[date, date], Iterable[SeriesPoint]], OwnWindow]
+
+
 @dataclass(frozen=True)
 class Derivation:
     """What :meth:`IngestTables.finish_publish` derives a snapshot's rows from, in its transaction.
@@ -78,12 +91,14 @@ class Derivation:
     ``own`` is the snapshot's window and its files' daily totals; the history comes from the
     account's ready snapshots with an earlier partition date (:meth:`IngestTables.history`). With
     ``refresh_newest``, the account's newest ready snapshot with a later partition date gets its
-    derived rows recomputed the same way in the same transaction (``contracts/supabase.md``, "History").
+    derived rows recomputed the same way in the same transaction (``contracts/supabase.md``, "History"),
+    its own activity rebuilt from its stored rows by ``stored_own``.
     """
 
     account_id: str
     partition_date: date
-    own: OwnActivity
+    own: OwnWindow
+    stored_own: StoredOwnWindow
     refresh_newest: bool = False
 
 
@@ -468,7 +483,7 @@ class IngestTables:
         last = metrics.last_email_date.isoformat() if metrics.last_email_date else None
         tx.execute("update snapshots set last_email_date = ? where id = ?", (last, snapshot_id))
 
-    # --- publishing (storage/publish.py) ---------------------------------------------------------------
+    # --- publishing (publishing/publish.py) ---------------------------------------------------------------
 
     @contextmanager
     def publish_lock(self, upload_id: str, timeouts: Timeouts) -> Iterator[PublishLock]:
@@ -600,11 +615,7 @@ class IngestTables:
             derivation = metrics if isinstance(metrics, Derivation) else None
             if derivation is not None:
                 self.dialect.lock_history(tx, derivation.account_id)
-                metadata = {
-                    **metadata,
-                    "partition_date": derivation.partition_date.isoformat(),
-                    "window": _window_metadata(derivation.own.window),
-                }
+                metadata = {**metadata, **history_metadata(derivation.partition_date, derivation.own.window)}
             lock = self.dialect.lock_upload
             query = f"select metadata from snapshots where id = ?{lock}"  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
             row = tx.execute(query, (snapshot_id,)).fetchone()
@@ -631,7 +642,7 @@ class IngestTables:
             )
             refreshed = None
             if derivation is not None and derivation.refresh_newest and ready:
-                refreshed = self._refresh_newest(tx, derivation.account_id, derivation.partition_date)
+                refreshed = self._refresh_newest(tx, derivation)
         return Finished(metrics, refreshed)
 
     # --- history (contracts/supabase.md, "Snapshot processing", History) ------------------------------
@@ -724,9 +735,10 @@ class IngestTables:
             "from ready where tie = 1)"
         )
 
-    def _refresh_newest(self, tx: _Transaction, account_id: str, after: date) -> str | None:
+    def _refresh_newest(self, tx: _Transaction, derivation: Derivation) -> str | None:
         """Recomputes the derived rows of the account's newest ready snapshot with a partition date
-        after ``after`` from its own window rows and its history (:meth:`history`), inside ``tx``.
+        after the derivation's from its own window rows (``derivation.stored_own``) and its history
+        (:meth:`history`), inside ``tx``.
 
         The newest *ready* one is the one the dashboard shows. Its row is locked (a republish of it
         waits, or is waited for: then it is found only if still ready); a newer snapshot being
@@ -736,6 +748,7 @@ class IngestTables:
         exactly (values are stored exactly), so the result equals an in-order run's rows for it.
         Returns its id when its rows were replaced.
         """
+        account_id, after = derivation.account_id, derivation.partition_date
         partition = self.dialect.partition_date()
         row = tx.execute(
             f"select id, metadata from snapshots where account_id = ? and status = 'ready' "  # noqa: S608  # only constant dialect SQL is interpolated; every value is a parameter  # nosec B608
@@ -761,9 +774,9 @@ class IngestTables:
             "and date >= ? and date <= ?",
             (snapshot_id, window[0].isoformat(), window[1].isoformat()),
         ).fetchall()
-        days = rebuild_days(SeriesPoint(key, _as_date(when), value) for key, when, value in own)
+        points = [SeriesPoint(key, _as_date(when), value) for key, when, value in own]
         try:
-            activity = OwnActivity(window, days)
+            activity = derivation.stored_own(window, points)
         except ValueError as exc:
             log.warning("snapshot %s: %s; not refreshed", snapshot_id, exc)
             return None
@@ -1062,9 +1075,13 @@ def _rows(result: Any) -> list[Any]:
     return list(result.fetchall()) if hasattr(result, "fetchall") else list(result)
 
 
-def _window_metadata(window: tuple[date, date]) -> dict[str, str]:
-    """A snapshot's window as its metadata records it (and :meth:`IngestTables.history` reads it)."""
-    return {"first_day": window[0].isoformat(), "last_day": window[1].isoformat()}
+def history_metadata(partition_date: date, window: tuple[date, date]) -> dict[str, Any]:
+    """A snapshot's partition date and window as its metadata records them (and
+    :meth:`IngestTables.history` reads them)."""
+    return {
+        "partition_date": partition_date.isoformat(),
+        "window": {"first_day": window[0].isoformat(), "last_day": window[1].isoformat()},
+    }
 
 
 def _as_date(value: Any) -> date:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import uvicorn
 
+from klaviyo_dagster import environment
 from klaviyo_dagster.trigger.app import create_app, log
 from klaviyo_dagster.trigger.server import server_config
 from klaviyo_dagster.trigger.settings import SECRET_ENV_VAR, TriggerSettings
@@ -17,8 +17,8 @@ from klaviyo_dagster.trigger.settings import SECRET_ENV_VAR, TriggerSettings
 def main(argv: list[str] | None = None) -> int:
     """Serves the trigger until interrupted (uvicorn, guarded: server.py)."""
     parser = argparse.ArgumentParser(prog="python -m klaviyo_dagster.trigger", description=__doc__)
-    parser.add_argument("--host", default=os.environ.get("TRIGGER_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("TRIGGER_PORT", "8080")))
+    parser.add_argument("--host", default=environment.trigger_host())
+    parser.add_argument("--port", type=int, default=environment.trigger_port())
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

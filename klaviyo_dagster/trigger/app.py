@@ -41,7 +41,7 @@ from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError
 from klaviyo_dagster.processing.remote import SECRET_HEADER  # the web app's admin-secret header
 from klaviyo_dagster.producers.sync import SyncFailed, dry_run
-from klaviyo_dagster.readiness import AccountZone, DateNotComplete, first_partition_date
+from klaviyo_dagster.readiness import AccountZone, DateNotComplete
 from klaviyo_dagster.run_names import (
     ACCOUNT_PARTITION_TAG,
     ACCOUNT_TAG,
@@ -53,7 +53,6 @@ from klaviyo_dagster.run_names import (
     partition_key_text,
 )
 from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.storage.tables import MissingTable
 from klaviyo_dagster.trigger.claims import Claim, ClaimsNotMigrated, IdempotencyClaims, differences
 from klaviyo_dagster.trigger.dagster_api import (
@@ -197,12 +196,12 @@ class TriggerService:
 
     def _newest_complete(self, account_id: str | None, now: datetime) -> date:
         """The default partition date: the account's newest date complete at ``now``."""
-        return self.settings.readiness.newest_complete(now, _zone(account_id).name)
+        return self.settings.readiness.newest_complete(now, _zone(self.settings, account_id).name)
 
     def _check_complete(self, trigger: TriggerRequest, now: datetime) -> None:
         """400 naming the parameter when the date asked for is not complete for the account yet."""
         readiness, day = self.settings.readiness, trigger.partition_date
-        first = first_partition_date()
+        first = self.settings.first_partition_date
         if day < first:  # a dry run too: no partition, and year 1 has no day before it to window
             raise BadRequest(
                 f"{trigger.date_parameter} must be a partition date from {first}, got {day}",
@@ -210,9 +209,11 @@ class TriggerService:
             )
         if readiness.complete_everywhere(day, now):  # no need to know the zone (nor read the database)
             return
-        account = _account(trigger.account_id)
+        account = _account(self.settings, trigger.account_id)
         try:
-            readiness.check(day, now, _zone(account), f"account {account or '(the environment key)'}")
+            readiness.check(
+                day, now, _zone(self.settings, account), f"account {account or '(the environment key)'}"
+            )
         except DateNotComplete as exc:
             raise BadRequest(
                 f"{trigger.date_parameter}: {exc}",
@@ -223,11 +224,17 @@ class TriggerService:
                 },
             ) from None
 
+    def _options(self, trigger: TriggerRequest) -> Any:
+        """The request's options; the deployment's conversion metric when the request names none."""
+        if trigger.options.conversion_metric_id is not None:
+            return trigger.options
+        return trigger.options.model_copy(update={"conversion_metric_id": self.settings.conversion_metric_id})
+
     async def _dry_run(self, trigger: TriggerRequest) -> Response:
-        client = await run_in_threadpool(_dry_run_client, trigger.account_id)
+        client = await run_in_threadpool(_dry_run_client, self.settings, trigger.account_id)
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(
-            None, functools.partial(_run_dry_run, client, trigger.options, trigger.partition_date)
+            None, functools.partial(_run_dry_run, client, self._options(trigger), trigger.partition_date)
         )
         try:
             result = await asyncio.wait_for(work, self.settings.dry_run_timeout_seconds)
@@ -246,10 +253,12 @@ class TriggerService:
         """Claims the key (or finds its run), launches when claimed, answers 202; see ``claims.py``."""
         assert trigger.account_id is not None  # parse() refuses a live call without one
         account, day = trigger.account_id, trigger.partition_date
-        first = first_partition_date()
+        first = self.settings.first_partition_date
         if day < first:  # complete dates are checked in update(): the newest key is today (UTC)
             raise BadRequest(f"end must be a partition date from {first}, got {day}", "end")
-        await run_in_threadpool(_account_key, account)  # 400 Missing klaviyoApiKey, before launching
+        await run_in_threadpool(
+            _account_key, self.settings, account
+        )  # 400 Missing klaviyoApiKey, before launching
 
         claims = await run_in_threadpool(self._claims)
         parameters = _claim_parameters(trigger)
@@ -464,38 +473,43 @@ class TriggerService:
         if facts is not None:
             body.update(facts)
             if run.status == "SUCCESS" and run.job_name == INGEST_JOB_NAME:
-                body.update(await run_in_threadpool(_written, facts["uploadId"]))
+                body.update(await run_in_threadpool(_written, self.settings, facts["uploadId"]))
         return JSONResponse(body)
 
 
 # --- blocking helpers (run in threads) --------------------------------------------------------------
 
 
-def _account(account_id: str | None) -> str | None:
+def _account(settings: TriggerSettings, account_id: str | None) -> str | None:
     """The account asked for, else the deployment's first (as the CLI); None: the environment's key."""
-    return account_id or next(iter(AccountDirectory(ingest_store_from_env().tables).account_ids()), None)
+    if account_id:
+        return account_id
+    with contextlib.closing(settings.store()) as store:
+        return next(iter(AccountDirectory(store.tables, settings.accounts).account_ids()), None)
 
 
-def _zone(account_id: str | None) -> AccountZone:
+def _zone(settings: TriggerSettings, account_id: str | None) -> AccountZone:
     """The account's recorded timezone (one read of the table, no Klaviyo call), else the assumed one."""
-    account = _account(account_id)
-    return zone_of(ingest_store_from_env().tables.account_timezones() if account else {}, account)
+    account = _account(settings, account_id)
+    with contextlib.closing(settings.store()) as store:
+        return zone_of(store.tables.account_timezones() if account else {}, account)
 
 
-def _account_key(account_id: str | None) -> str | None:
+def _account_key(settings: TriggerSettings, account_id: str | None) -> str | None:
     """The account's key (None: the environment's, as the CLI); HttpError 400 when there is none."""
-    accounts = AccountDirectory(ingest_store_from_env().tables)
-    try:
-        account = account_id or next(iter(accounts.account_ids()), None)
-        return accounts.api_key_for(account) if account else None
-    except KlaviyoConfigError as exc:
-        raise HttpError(400, {"error": "Missing klaviyoApiKey", "details": str(exc)}) from None
+    with contextlib.closing(settings.store()) as store:
+        accounts = AccountDirectory(store.tables, settings.accounts)
+        try:
+            account = account_id or next(iter(accounts.account_ids()), None)
+            return accounts.api_key_for(account) if account else settings.accounts.api_key
+        except KlaviyoConfigError as exc:
+            raise HttpError(400, {"error": "Missing klaviyoApiKey", "details": str(exc)}) from None
 
 
-def _dry_run_client(account_id: str | None) -> KlaviyoClient:
-    api_key = _account_key(account_id)
+def _dry_run_client(settings: TriggerSettings, account_id: str | None) -> KlaviyoClient:
+    api_key = _account_key(settings, account_id)
     try:
-        return KlaviyoClient(api_key)
+        return settings.klaviyo_client(api_key)
     except KlaviyoConfigError as exc:  # no key in the environment either
         raise HttpError(400, {"error": "Missing klaviyoApiKey", "details": str(exc)}) from None
 
@@ -525,11 +539,11 @@ def _facts_of(run: RunInfo) -> dict[str, Any] | None:
         return None
 
 
-def _written(upload_id: str) -> dict[str, Any]:
+def _written(settings: TriggerSettings, upload_id: str) -> dict[str, Any]:
     """The old live response's facts: the snapshot of the upload and the object keys in its folder."""
-    store = ingest_store_from_env()
-    snapshot = store.tables.snapshot_for_upload(upload_id)
-    keys = [f"{upload_id}/{name}" for name in store.objects.list(upload_id)]
+    with contextlib.closing(settings.store()) as store:
+        snapshot = store.tables.snapshot_for_upload(upload_id)
+        keys = [f"{upload_id}/{name}" for name in store.objects.list(upload_id)]
     return {"mode": "live", "snapshotId": snapshot.id if snapshot else None, "keys": keys}
 
 

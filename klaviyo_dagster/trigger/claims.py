@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from klaviyo_dagster.storage.store import ingest_store_from_env
+from klaviyo_dagster import environment
 from klaviyo_dagster.storage.tables import Dialect, SqliteDialect, run_statement
 
 POSTGRES_TABLE = "klaviyo_dagster.trigger_idempotency"
@@ -88,7 +88,7 @@ class IdempotencyClaims:
     @classmethod
     def from_env(cls) -> IdempotencyClaims:
         """The claims of the ingest store the environment names (as every other read of the trigger)."""
-        return cls(ingest_store_from_env().tables.dialect)
+        return cls(environment.ingest_store().tables.dialect)
 
     def now(self) -> datetime:
         return self._clock()

@@ -1,7 +1,11 @@
-"""The trigger's settings, from the environment.
+"""The trigger's settings, from the environment (the variables the whole project shares are read
+through ``environment.py``).
 
-``KLAVIYO_ENABLE`` and ``ADMIN_JOB_SECRET`` are read on every request (like the Klaviyo client
-reads its switch on every call); the rest once, when the app is created.
+The service's limits and Dagster's address are read once, when the app is created. What a request
+reads (``KLAVIYO_ENABLE``, ``ADMIN_JOB_SECRET``, the store, the accounts and their keys, the first
+partition date, the conversion metric) is read from ``env`` on every request, as the old endpoint
+did: an operator can stop the service's Klaviyo traffic, rotate its secret or connect the store
+without a restart.
 """
 
 from __future__ import annotations
@@ -9,13 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
-from klaviyo_dagster.klaviyo.client import is_enabled
+from klaviyo_dagster import environment
+from klaviyo_dagster.accounts import AccountSettings
+from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.readiness import Readiness, utc_now
+from klaviyo_dagster.storage.store import IngestStore
 
-SECRET_ENV_VAR = "ADMIN_JOB_SECRET"  # noqa: S105 - a variable name, not a secret  # nosec B105
-ENABLE_ENV_VAR = "KLAVIYO_ENABLE"
+SECRET_ENV_VAR = environment.ADMIN_SECRET_VAR
+ENABLE_ENV_VAR = environment.KLAVIYO_ENABLE_VAR
 DAGSTER_URL_ENV_VAR = "TRIGGER_DAGSTER_URL"
 DAGSTER_LOCATION_ENV_VAR = "TRIGGER_DAGSTER_LOCATION"
 MAX_BODY_ENV_VAR = "TRIGGER_MAX_BODY_BYTES"
@@ -90,12 +97,32 @@ class TriggerSettings:
             header_timeout_seconds=_positive(env, HEADER_TIMEOUT_ENV_VAR, DEFAULT_HEADER_TIMEOUT_SECONDS),
             max_connections=int(_positive(env, MAX_CONNECTIONS_ENV_VAR, DEFAULT_MAX_CONNECTIONS)),
             max_header_bytes=int(_positive(env, MAX_HEADER_BYTES_ENV_VAR, DEFAULT_MAX_HEADER_BYTES)),
-            readiness=Readiness.from_env(env),
+            readiness=environment.readiness(env),
         )
 
     @property
     def klaviyo_enabled(self) -> bool:
-        return is_enabled(env=self.env)
+        return environment.klaviyo_enabled(self.env)
+
+    @property
+    def first_partition_date(self) -> date:
+        return environment.first_partition_date(self.env)
+
+    @property
+    def accounts(self) -> AccountSettings:
+        return environment.account_settings(self.env)
+
+    @property
+    def conversion_metric_id(self) -> str | None:
+        return environment.conversion_metric_id(self.env)
+
+    def store(self) -> IngestStore:
+        """The ingest store the environment names (a request's reads; closed by the caller)."""
+        return environment.ingest_store(self.env)
+
+    def klaviyo_client(self, api_key: str | None) -> KlaviyoClient:
+        """A dry run's client: the environment's address and revision (``KlaviyoConfigError`` without a key)."""
+        return environment.klaviyo_client(api_key, self.env)
 
     @property
     def secret(self) -> str | None:

@@ -12,8 +12,9 @@ import pytest
 from klaviyo_dagster.definitions import pipeline_resources
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import (
+    KLAVIYO_RESOURCE_KEY,
     IngestStoreResource,
-    KlaviyoResource,
+    klaviyo_resource_from_env,
 )
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
@@ -43,7 +44,13 @@ def store_resource(data_dir: Path) -> IngestStoreResource:
 
 @pytest.fixture
 def resources(store_resource: IngestStoreResource) -> dict[str, Any]:
-    return pipeline_resources(KlaviyoResource(time_scale=TINY_TIME_SCALE), store_resource)
+    return pipeline_resources(klaviyo_resource_from_env(time_scale=TINY_TIME_SCALE), store_resource)
+
+
+def reloaded(resources: dict[str, Any]) -> dict[str, Any]:
+    """``resources`` with the Klaviyo resource read again from the environment, as a code location
+    that reloads after a deployment changed its variables."""
+    return {**resources, KLAVIYO_RESOURCE_KEY: klaviyo_resource_from_env(time_scale=TINY_TIME_SCALE)}
 
 
 def stored_object(data_dir: Path, name: str, staged: bool = False) -> Path:

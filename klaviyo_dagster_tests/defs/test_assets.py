@@ -20,7 +20,7 @@ from klaviyo_dagster.producers.csvfile import PREVIEW_ROWS
 from klaviyo_dagster.producers.flows import FLOWS_HEADER
 from klaviyo_dagster.sim import FaultSpec
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID
-from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION, TINY_UPLOAD_ID, stored_object
+from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION, TINY_UPLOAD_ID, reloaded, stored_object
 from klaviyo_dagster_tests.producers import test_campaigns, test_flows
 from klaviyo_dagster_tests.producers.test_account import StoreWithoutOrders
 
@@ -170,7 +170,7 @@ def test_out_of_range_config_fails_naming_the_field_and_range(tiny_store_env, in
 
 def test_a_missing_key_fails_before_any_call(tiny_store_env, instance, resources, monkeypatch) -> None:
     monkeypatch.delenv("KLAVIYO_API_KEY")
-    result = materialize(instance, resources, assets=[INGEST_ASSETS[0]])
+    result = materialize(instance, reloaded(resources), assets=[INGEST_ASSETS[0]])
 
     assert "KLAVIYO_API_KEY_PRIVATE" in failure_of(result, "flows_csv").user_failure_data.description
     assert tiny_store_env.requests == []
@@ -178,7 +178,7 @@ def test_a_missing_key_fails_before_any_call(tiny_store_env, instance, resources
 
 def test_a_disabled_source_fails_before_any_call(tiny_store_env, instance, resources, monkeypatch) -> None:
     monkeypatch.setenv("KLAVIYO_ENABLE", "false")
-    result = materialize(instance, resources, assets=[INGEST_ASSETS[2]])
+    result = materialize(instance, reloaded(resources), assets=[INGEST_ASSETS[2]])
 
     failure = failure_of(result, "subscribers_csv").user_failure_data
     assert failure.description == "Klaviyo source disabled: set KLAVIYO_ENABLE=true"
@@ -189,7 +189,7 @@ def test_an_unknown_account_fails_with_how_to_configure_it(
     tiny_store_env, instance, resources, monkeypatch
 ) -> None:
     monkeypatch.setenv("KLAVIYO_ACCOUNT_ID", "0f0f0f0f-0000-4000-8000-000000000000")
-    result = materialize(instance, resources, assets=[INGEST_ASSETS[0]])
+    result = materialize(instance, reloaded(resources), assets=[INGEST_ASSETS[0]])
 
     assert (
         "No Klaviyo key for account " + ACCOUNT_ID
@@ -202,7 +202,7 @@ def test_a_missing_conversion_metric_fails_before_the_first_data_call(
 ) -> None:
     sim = simulator_factory(account_factory=StoreWithoutOrders, profiles=0)
     monkeypatch.setenv("KLAVIYO_BASE_URL", sim.base_url)
-    result = materialize(instance, resources, assets=[INGEST_ASSETS[0]])
+    result = materialize(instance, reloaded(resources), assets=[INGEST_ASSETS[0]])
 
     failure = failure_of(result, "flows_csv").user_failure_data
     assert failure.description.startswith('FlowSyncFailed: No "Placed Order" metric')

@@ -18,7 +18,7 @@ from dagster._core.execution.plan.objects import StepFailureData
 from dagster._utils.error import SerializableErrorInfo
 
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
-from klaviyo_dagster.defs.resources import IngestStoreResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, ReadinessResource
 from klaviyo_dagster.defs.run_history import MAX_EVENT_READS, WILL_RETRY_TAG, is_dry_run
 from klaviyo_dagster.defs.schedules import (
     ACCOUNT_TAG,
@@ -33,7 +33,7 @@ from klaviyo_dagster.defs.sensors import (
     klaviyo_catch_up_sensor,
 )
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
-from klaviyo_dagster.readiness import SETTLING_DELAY_ENV_VAR, AccountZone, Readiness
+from klaviyo_dagster.readiness import AccountZone, Readiness
 
 UTC_STORE = "00000000-0000-4000-8000-000000000001"
 LOS_ANGELES = "00000000-0000-4000-8000-000000000002"
@@ -54,6 +54,9 @@ def utc(month: int, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2026, month, day, hour, minute, tzinfo=UTC)
 
 
+DEFAULT_READINESS = ReadinessResource()  # 3 h 05 min
+
+
 @pytest.fixture
 def instance() -> dg.DagsterInstance:
     with dg.instance_for_test() as instance:  # a real (temporary) instance: schedules need its ref
@@ -62,7 +65,6 @@ def instance() -> dg.DagsterInstance:
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> IngestStoreResource:
-    monkeypatch.delenv(SETTLING_DELAY_ENV_VAR, raising=False)
     return IngestStoreResource(data_dir=str(tmp_path / "data"))
 
 
@@ -78,19 +80,25 @@ def register(instance: dg.DagsterInstance, store: IngestStoreResource, zones: di
 # --- the schedule ------------------------------------------------------------------------------------
 
 
-def evaluate(instance, store, tick: datetime) -> list[dg.RunRequest] | dg.SkipReason:
+def evaluate(
+    instance, store, tick: datetime, readiness: ReadinessResource = DEFAULT_READINESS
+) -> list[dg.RunRequest] | dg.SkipReason:
     # Entered, so the instance the context opens from the ref is closed again (Dagster's context var).
     with dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=tick, resources={"ingest_store": store}
+        instance=instance,
+        scheduled_execution_time=tick,
+        resources={"ingest_store": store, "readiness": readiness},
     ) as context:
         return klaviyo_complete_days_schedule(context)
 
 
-def requested_at(instance, store, *ticks: datetime) -> dict[str, list[str]]:
+def requested_at(
+    instance, store, *ticks: datetime, readiness: ReadinessResource = DEFAULT_READINESS
+) -> dict[str, list[str]]:
     """The run keys each tick asks for (``"MM-DD HH:MM"`` → keys), each from a built context."""
     requested = {}
     for tick in ticks:
-        result = evaluate(instance, store, tick)
+        result = evaluate(instance, store, tick, readiness)
         keys = []
         if not isinstance(result, dg.SkipReason):
             for request in result:
@@ -227,11 +235,13 @@ def test_an_account_without_a_recorded_zone_waits_for_the_last_zone_to_end(insta
     }
 
 
-def test_the_settling_delay_is_a_setting(instance, store, monkeypatch) -> None:
+def test_the_settling_delay_is_a_setting(instance, store) -> None:
     register(instance, store, {UTC_STORE: "UTC", KOLKATA: "Asia/Kolkata"})
-    monkeypatch.setenv(SETTLING_DELAY_ENV_VAR, "360")  # 6 h
+    six_hours = ReadinessResource(settling_delay_minutes=360)
 
-    requested = requested_at(instance, store, *and_the_tick_before(utc(3, 10, 0, 35), utc(3, 10, 6, 5)))
+    requested = requested_at(
+        instance, store, *and_the_tick_before(utc(3, 10, 0, 35), utc(3, 10, 6, 5)), readiness=six_hours
+    )
 
     assert requested == {
         "03-10 00:20": [],
@@ -309,7 +319,9 @@ def add_run(
 
 def catch_up(instance, store, monkeypatch, now: datetime) -> list[dg.RunRequest] | dg.SkipReason:
     monkeypatch.setattr("klaviyo_dagster.defs.sensors.utc_now", lambda: now)
-    with dg.build_sensor_context(instance=instance, resources={"ingest_store": store}) as context:
+    with dg.build_sensor_context(
+        instance=instance, resources={"ingest_store": store, "readiness": DEFAULT_READINESS}
+    ) as context:
         return klaviyo_catch_up_sensor(context)
 
 
@@ -553,11 +565,13 @@ def test_after_an_outage_a_replayed_tick_and_the_catch_up_never_both_ask(
     assert isinstance(catch_up(instance, store, monkeypatch, utc(3, 10, 5, 10)), dg.SkipReason)
 
 
-def launch_each(instance, store, *ticks: datetime) -> list[tuple[str, str]]:
+def launch_each(
+    instance, store, *ticks: datetime, readiness: ReadinessResource = DEFAULT_READINESS
+) -> list[tuple[str, str]]:
     """Every tick evaluated, each request recorded as a queued run (as the daemon would launch it)."""
     asked = []
     for tick in ticks:
-        result = evaluate(instance, store, tick)
+        result = evaluate(instance, store, tick, readiness)
         if isinstance(result, dg.SkipReason):
             continue
         for request in result:
@@ -567,12 +581,11 @@ def launch_each(instance, store, *ticks: datetime) -> list[tuple[str, str]]:
     return asked
 
 
-def test_a_longer_settling_delay_does_not_ask_for_a_date_again(instance, store, monkeypatch) -> None:
+def test_a_longer_settling_delay_does_not_ask_for_a_date_again(instance, store) -> None:
     register(instance, store, {UTC_STORE: "UTC"})
-    monkeypatch.setenv(SETTLING_DELAY_ENV_VAR, "0")
-    before = launch_each(instance, store, utc(3, 1, 0, 5), utc(3, 2, 0, 5))
-    monkeypatch.setenv(SETTLING_DELAY_ENV_VAR, "1440")
-    after = launch_each(instance, store, utc(3, 3, 0, 5), utc(3, 4, 0, 5))
+    none, a_day = ReadinessResource(settling_delay_minutes=0), ReadinessResource(settling_delay_minutes=1440)
+    before = launch_each(instance, store, utc(3, 1, 0, 5), utc(3, 2, 0, 5), readiness=none)
+    after = launch_each(instance, store, utc(3, 3, 0, 5), utc(3, 4, 0, 5), readiness=a_day)
 
     assert before == [("03-01 00:05", "2026-02-28"), ("03-02 00:05", "2026-03-01")]
     assert after == [("03-04 00:05", "2026-03-02")]  # 03-01 "became complete" again at 03-03 00:05

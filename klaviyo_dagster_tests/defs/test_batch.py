@@ -14,7 +14,7 @@ from klaviyo_dagster.defs.assets import FLOWS_CSV, INGEST_ASSETS
 from klaviyo_dagster.defs.batch import pending_dates
 from klaviyo_dagster.defs.jobs import DRY_RUN_JOB_NAME, INGEST_JOB_NAME
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
-from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, klaviyo_resource_from_env
 from klaviyo_dagster.defs.snapshot import snapshot
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
@@ -172,7 +172,7 @@ def test_the_newest_snapshot_holds_the_same_history_whatever_order_the_dates_ran
     newest = {}
     for order, ordered in (("in_order", sorted(dates)), ("newest_first", sorted(dates, reverse=True))):
         store = IngestStoreResource(data_dir=str(tmp_path / order))
-        resources = pipeline_resources(KlaviyoResource(time_scale=TINY_TIME_SCALE), store)
+        resources = pipeline_resources(klaviyo_resource_from_env(time_scale=TINY_TIME_SCALE), store)
         waiting = [_run(instance, ACCOUNT_ID, d) for d in ordered]
         for day, run in zip(ordered, waiting, strict=True):
             instance.report_run_failed(run)  # its turn: the others of the batch still wait

@@ -83,7 +83,9 @@ def test_a_disabled_source_fails_the_asset_with_the_fix(monkeypatch) -> None:
     monkeypatch.setenv("KLAVIYO_ENABLE", "false")
     monkeypatch.setenv("KLAVIYO_API_KEY", DEFAULT_API_KEY)
     result = dg.materialize(
-        [klaviyo_account_timezone], resources={KLAVIYO_RESOURCE_KEY: KlaviyoResource()}, raise_on_error=False
+        [klaviyo_account_timezone],
+        resources={KLAVIYO_RESOURCE_KEY: klaviyo_resource_from_env()},
+        raise_on_error=False,
     )
     assert not result.success
     failure = result.failure_data_for_node("klaviyo_account_timezone")

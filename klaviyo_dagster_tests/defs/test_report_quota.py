@@ -26,7 +26,7 @@ from klaviyo_dagster.defs.report_quota import (
     WAITING_FOR_TAG,
     RunQuotaWait,
 )
-from klaviyo_dagster.defs.resources import KlaviyoResource
+from klaviyo_dagster.defs.resources import klaviyo_resource_from_env
 from klaviyo_dagster.storage.call_ledger import SqlCallLedgerStore
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
@@ -116,7 +116,7 @@ def test_a_run_whose_account_used_the_days_reports_waits_and_then_succeeds(
             "values (?, ?, ?, ?, 'an-earlier-run')",
             [(ACCOUNT_ID, GROUP, stamp, stamp)] * 225,
         )
-    klaviyo = KlaviyoResource(time_scale=TINY_TIME_SCALE, max_wait_seconds=0.2)
+    klaviyo = klaviyo_resource_from_env(time_scale=TINY_TIME_SCALE, max_wait_seconds=0.2)
 
     result = dg.materialize(
         [flows_csv],

@@ -14,7 +14,7 @@ from klaviyo_dagster.definitions import RUN_EXECUTOR, defs
 from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
-from klaviyo_dagster.storage.store import DATA_DIR_ENV_VAR
+from klaviyo_dagster.environment import DATA_DIR_VAR as DATA_DIR_ENV_VAR
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID
 from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION
 from klaviyo_dagster_tests.paths import PROJECT_ROOT

@@ -17,10 +17,10 @@ from klaviyo_dagster.defs.partitions import (
     partition_key,
     split_partition_key,
 )
-from klaviyo_dagster.defs.resources import IngestStoreResource, KlaviyoResource
+from klaviyo_dagster.defs.resources import IngestStoreResource, klaviyo_resource_from_env
 from klaviyo_dagster.defs.sensors import klaviyo_accounts_sensor
+from klaviyo_dagster.environment import first_partition_date
 from klaviyo_dagster.producers.account import AccountTimezone
-from klaviyo_dagster.readiness import first_partition_date
 from klaviyo_dagster.run_names import partition_key_text
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE, add_klaviyo_integration
@@ -29,13 +29,12 @@ ACCOUNT = "5b0c7a3e-2f4d-4c1a-9e8b-1d2c3b4a5f60"
 OTHER = "bbbbbbbb-0000-4000-8000-000000000002"
 # A store with no account_integrations rows: the env account is the one to sync.
 EMPTY_STORE = IngestStoreResource(data_dir="/nonexistent/klaviyo-dagster-test")
-KLAVIYO = KlaviyoResource(time_scale=TINY_TIME_SCALE)
 
 
 def accounts_sensor(
     instance: dg.DagsterInstance, store: IngestStoreResource
 ) -> dg.SensorResult | dg.SkipReason:
-    resources = {"ingest_store": store, "klaviyo": KLAVIYO}
+    resources = {"ingest_store": store, "klaviyo": klaviyo_resource_from_env(time_scale=TINY_TIME_SCALE)}
     with dg.build_sensor_context(instance=instance, resources=resources) as context:
         return klaviyo_accounts_sensor(context)
 
@@ -189,7 +188,10 @@ def test_the_accounts_sensor_keeps_the_last_account_tried_in_its_cursor(monkeypa
         return [Discovery(ACCOUNT, None, "KlaviyoDisabledError: off", disabled=True)]
 
     monkeypatch.setattr("klaviyo_dagster.defs.sensors.discover_timezones", discover)
-    resources = {"ingest_store": EMPTY_STORE, "klaviyo": KLAVIYO}
+    resources = {
+        "ingest_store": EMPTY_STORE,
+        "klaviyo": klaviyo_resource_from_env(time_scale=TINY_TIME_SCALE),
+    }
     with (
         dg.DagsterInstance.ephemeral() as instance,
         dg.build_sensor_context(instance=instance, cursor=OTHER, resources=resources) as context,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from klaviyo_dagster.defs.resources import TIME_SCALE_ENV_VAR, klaviyo_resource_from_env
+from klaviyo_dagster.defs.resources import klaviyo_resource_from_env
+from klaviyo_dagster.environment import KLAVIYO_TIME_SCALE_VAR as TIME_SCALE_ENV_VAR
 
 
 def test_unset_is_real_time(monkeypatch: pytest.MonkeyPatch) -> None:

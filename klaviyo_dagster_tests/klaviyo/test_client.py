@@ -12,7 +12,6 @@ import klaviyo_dagster.klaviyo.client as client_module
 from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
 from klaviyo_dagster.klaviyo.errors import (
     KlaviyoAuthError,
-    KlaviyoConfigError,
     KlaviyoDataError,
     KlaviyoRequestError,
     KlaviyoThrottledError,
@@ -269,25 +268,6 @@ def test_reports_validate_against_the_account(client: KlaviyoClient) -> None:
     with pytest.raises(KlaviyoRequestError) as failure:
         client.post("/api/flow-series-reports", body)
     assert failure.value.status == 400
-
-
-def test_config_errors_are_checked_before_anything_is_sent(simulator, monkeypatch, klaviyo_env) -> None:
-    monkeypatch.setenv("KLAVIYO_BASE_URL", simulator.base_url)
-    with pytest.raises(KlaviyoConfigError, match=r"KLAVIYO_API_KEY_PRIVATE .*KLAVIYO_API_KEY"):
-        KlaviyoClient()
-    monkeypatch.setenv("KLAVIYO_API_KEY", DEFAULT_API_KEY)
-    monkeypatch.setenv("KLAVIYO_ENABLE", "false")
-    with pytest.raises(KlaviyoConfigError, match=r"^Klaviyo source disabled: set KLAVIYO_ENABLE=true$"):
-        KlaviyoClient()
-    assert simulator.requests == []
-
-
-def test_env_configures_the_client(simulator, monkeypatch, klaviyo_env) -> None:
-    monkeypatch.setenv("KLAVIYO_BASE_URL", simulator.base_url)
-    monkeypatch.setenv("KLAVIYO_API_KEY", DEFAULT_API_KEY)
-    with KlaviyoClient() as client:
-        assert client.get("/api/accounts").data[0]["type"] == "account"
-    assert simulator.requests[0].status == 200
 
 
 def test_clients_of_one_account_pace_together(simulator_factory, klaviyo_env) -> None:

@@ -247,8 +247,9 @@ def test_a_daily_quota_spread_over_two_days_completes_every_call(
     simulator_factory, klaviyo_env, monkeypatch, ledger_store, account
 ) -> None:
     """Daily limit 4 at the simulator and in the ledger; 6 calls by two runs: the fifth and sixth wait
-    for the next (simulated) day instead of failing. At this scale a day is 0.86 s."""
-    scale = 0.00001
+    for the next (simulated) day instead of failing. At this scale a day is 4.3 s: long enough that
+    the first four calls share one day even on a busy machine (at 0.86 s they sometimes did not)."""
+    scale = 0.00005
     daily = {GROUP: {"daily": 4}}
     sim = simulator_factory(profiles=10, time_scale=scale, rate_limit_overrides=daily)
     waits = LongWaits()

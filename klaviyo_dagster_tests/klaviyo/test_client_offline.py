@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy, resolve_api_key
+from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoRequestError, KlaviyoUnavailableError
 
 BASE = "https://a.klaviyo.test"
@@ -111,15 +111,6 @@ def test_retry_after_given_as_an_http_date_is_understood() -> None:
     with make_client(transport) as client:
         client.get("/api/flows")  # a date in the past means "now": no wait, one retry
     assert client.stats.snapshot()["get_flows"].throttled == 1
-
-
-def test_key_resolution_prefers_explicit_then_private_then_plain() -> None:
-    env = {"KLAVIYO_API_KEY_PRIVATE": "pk_private", "KLAVIYO_API_KEY": "pk_plain"}
-    assert resolve_api_key("pk_explicit", env) == "pk_explicit"
-    assert resolve_api_key(None, env) == "pk_private"
-    assert resolve_api_key(None, {"KLAVIYO_API_KEY": "pk_plain"}) == "pk_plain"
-    with pytest.raises(KlaviyoConfigError, match="KLAVIYO_API_KEY_PRIVATE"):
-        resolve_api_key(None, {"KLAVIYO_API_KEY": "  "})
 
 
 def test_a_base_url_that_is_not_http_is_a_config_error() -> None:

@@ -11,16 +11,14 @@ from decimal import Decimal
 
 import pytest
 
+from klaviyo_dagster.derived_rows import History, SeriesPoint, SnapshotMetrics
 from klaviyo_dagster.processing.metrics import (
     COUNT_KEYS,
     DASHBOARD_KEYS,
     SERIES_KEYS,
     TOTAL_KEYS,
     DayTotals,
-    History,
     OwnActivity,
-    SeriesPoint,
-    SnapshotMetrics,
     compute_metrics,
     daily_totals,
     js_math_round,

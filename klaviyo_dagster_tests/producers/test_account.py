@@ -30,11 +30,8 @@ def test_the_shopify_placed_order_metric_is_preferred(tiny_sim, tiny_client: Kla
     assert [r.query.get("fields[metric]") for r in tiny_sim.requests] == ["name,integration"]
 
 
-def test_configured_and_env_metric_ids_skip_the_lookup(tiny_sim, tiny_client, monkeypatch) -> None:
-    assert conversion_metric_id(tiny_client, "CONFIGURED") == "CONFIGURED"
-    monkeypatch.setenv("SHOPIFY_PLACED_ORDER_METRIC_ID", "FROM_ENV")
-    assert conversion_metric_id(tiny_client) == "FROM_ENV"
-    assert conversion_metric_id(tiny_client, "CONFIGURED") == "CONFIGURED"
+def test_a_configured_metric_id_skips_the_lookup(tiny_sim, tiny_client) -> None:
+    assert conversion_metric_id(tiny_client, " CONFIGURED ") == "CONFIGURED"
     assert tiny_sim.requests == []
 
 

@@ -17,7 +17,7 @@ from klaviyo_dagster.producers.shared import MAX_DAILY_SERIES_DAYS, SharedFetche
 from klaviyo_dagster.producers.sync import FILES, SyncSession
 from klaviyo_dagster.producers.window import Window
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimulatorServer
-from klaviyo_dagster.storage.fetch_cache import FetchCache, shared_fetches
+from klaviyo_dagster.storage.fetch_cache import FetchCache, open_fetch_cache
 from klaviyo_dagster.storage.objects import LocalObjectStore
 from klaviyo_dagster.storage.tables import SqliteDialect
 from klaviyo_dagster_tests.klaviyo.conftest import FAST_RETRY
@@ -52,7 +52,7 @@ def _files(
 def _shared(tmp_path: Path, day: date, batch: list[date]) -> SharedFetches:
     dialect, objects = SqliteDialect(tmp_path / "ingest.sqlite"), LocalObjectStore(tmp_path / "objects")
     audience = f"upload-{day.isoformat()}/subscribers.csv"
-    return shared_fetches(dialect, objects, ACCOUNT, audience, frozenset(batch), TODAY)
+    return SharedFetches(open_fetch_cache(dialect, ACCOUNT, TODAY), objects, audience, frozenset(batch))
 
 
 def _operations(sim: SimulatorServer) -> Counter[str]:
@@ -139,16 +139,14 @@ def test_a_lone_partition_asks_for_its_own_window() -> None:
 
 
 def test_the_cache_keeps_one_utc_day_and_removes_the_accounts_earlier_days(tmp_path: Path) -> None:
-    dialect, objects = SqliteDialect(tmp_path / "ingest.sqlite"), LocalObjectStore(tmp_path / "objects")
+    dialect = SqliteDialect(tmp_path / "ingest.sqlite")
     yesterday = TODAY - timedelta(days=1)
-    shared_fetches(dialect, objects, ACCOUNT, today=yesterday).responses.put("get:abc", {"data": []})
-    shared_fetches(dialect, objects, "another-account", today=yesterday).responses.put(
-        "get:abc", {"data": [1]}
-    )
+    open_fetch_cache(dialect, ACCOUNT, today=yesterday).put("get:abc", {"data": []})
+    open_fetch_cache(dialect, "another-account", today=yesterday).put("get:abc", {"data": [1]})
 
-    today = shared_fetches(dialect, objects, ACCOUNT, today=TODAY)
+    today = open_fetch_cache(dialect, ACCOUNT, today=TODAY)
 
-    assert today.responses.get("get:abc") is None
+    assert today.get("get:abc") is None
     assert FetchCache(dialect, ACCOUNT, yesterday).get("get:abc") is None
     assert FetchCache(dialect, "another-account", yesterday).get("get:abc") == {"data": [1]}
 

@@ -31,7 +31,7 @@ from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.objects import LocalObjectStore, validate_object_key
 from klaviyo_dagster.storage.tables import IngestTables
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, add_klaviyo_integration
-from klaviyo_dagster_tests.defs.conftest import TINY_UPLOAD_ID
+from klaviyo_dagster_tests.defs.conftest import TINY_UPLOAD_ID, reloaded
 from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
 from klaviyo_dagster_tests.reliability.conftest import (
     FILE_NODES,
@@ -222,7 +222,7 @@ def test_a_corrupt_encrypted_key_fails_the_partition_before_any_call(
     tables.ensure_account(ACCOUNT_ID, "store")
     add_klaviyo_integration(tables, ACCOUNT_ID, tampered(blob) if "tampered" in damage else blob)
 
-    result = run_partition(instance, resources)
+    result = run_partition(instance, reloaded(resources))
 
     assert sorted(step_events(result, "STEP_FAILURE")) == sorted(FILE_NODES)
     for node in FILE_NODES:

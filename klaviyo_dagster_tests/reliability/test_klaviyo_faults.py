@@ -24,7 +24,7 @@ from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME
 from klaviyo_dagster.defs.resources import (
     KLAVIYO_RESOURCE_KEY,
     IngestStoreResource,
-    KlaviyoResource,
+    klaviyo_resource_from_env,
 )
 from klaviyo_dagster.sim import FaultSpec
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
@@ -54,7 +54,7 @@ def fault_resources(resources) -> dict:
     """The test resources with a short request timeout (the simulator's timeouts hang ~forever)."""
     return {
         **resources,
-        KLAVIYO_RESOURCE_KEY: KlaviyoResource(
+        KLAVIYO_RESOURCE_KEY: klaviyo_resource_from_env(
             time_scale=TINY_TIME_SCALE, timeout_seconds=0.5, **FAST_RETRIES
         ),
     }
@@ -241,7 +241,7 @@ def test_the_daily_report_quota_exhausted_fails_at_once_and_says_so(
         rate_limit_overrides={"query_flow_series": {"daily": 1}},
     )
     monkeypatch.setenv("KLAVIYO_BASE_URL", sim.base_url)
-    fault_resources[KLAVIYO_RESOURCE_KEY] = KlaviyoResource(
+    fault_resources[KLAVIYO_RESOURCE_KEY] = klaviyo_resource_from_env(
         time_scale=TINY_TIME_SCALE, timeout_seconds=0.5, max_wait_seconds=2
     )
     assert run_partition(instance, fault_resources).success  # spends the day's one report call

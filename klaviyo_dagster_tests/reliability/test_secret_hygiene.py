@@ -33,8 +33,8 @@ from dagster._serdes import serialize_value
 from klaviyo_dagster.accounts import encrypt_api_key
 from klaviyo_dagster.definitions import pipeline_resources
 from klaviyo_dagster.defs.resources import (
-    KlaviyoResource,
     ingest_store_resource_from_env,
+    klaviyo_resource_from_env,
 )
 from klaviyo_dagster.defs.snapshot import snapshot_processing_from_env
 from klaviyo_dagster.sim import FaultSpec
@@ -146,7 +146,7 @@ def sentinel_world(simulator_factory, sentinel_role_dsn, clean_postgres, monkeyp
 def env_resources() -> dict:
     """Resources as definitions.py builds them from the environment (only the pacing scale differs)."""
     return pipeline_resources(
-        KlaviyoResource(time_scale=TINY_TIME_SCALE, timeout_seconds=2, **FAST_RETRIES),
+        klaviyo_resource_from_env(time_scale=TINY_TIME_SCALE, timeout_seconds=2, **FAST_RETRIES),
         ingest_store_resource_from_env(),
         snapshot_processing_from_env(),
     )

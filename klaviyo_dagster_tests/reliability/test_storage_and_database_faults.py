@@ -16,7 +16,7 @@ from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
 from klaviyo_dagster.defs.io_managers import IngestStoreIOManager
 from klaviyo_dagster.defs.resources import INGEST_STORE_RESOURCE_KEY
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
-from klaviyo_dagster.storage import publish as publish_module
+from klaviyo_dagster.publishing import publish as publish_module
 from klaviyo_dagster.storage.objects import LocalObjectStore, StorageError
 from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
 from klaviyo_dagster.storage.tables import IngestTables, Timeouts

@@ -12,7 +12,7 @@ from klaviyo_dagster.storage.objects import LocalObjectStore
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
 from klaviyo_dagster_tests.conftest import BUCKET, SERVICE_KEY
-from klaviyo_dagster_tests.storage.publishing import ACCOUNT, postgres_store, sqlite_store
+from klaviyo_dagster_tests.storage.stores import ACCOUNT, postgres_store, sqlite_store
 from klaviyo_dagster_tests.storage.supabase_double import SupabaseStorageDouble
 
 CLIENT_TIMEOUT_SECONDS = 0.3  # the double's "timeout" fault hangs much longer than this

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from klaviyo_dagster.processing.metrics import SeriesPoint, SnapshotMetrics
+from klaviyo_dagster.derived_rows import SeriesPoint, SnapshotMetrics
 from klaviyo_dagster.storage.cleanup import (
     CLEANUP_MARK,
     PROBE_FOLDER,

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 
-from klaviyo_dagster.storage.fetch_cache import FetchCache, FetchCacheNotMigrated, shared_fetches
+from klaviyo_dagster.storage.fetch_cache import FetchCache, FetchCacheNotMigrated, open_fetch_cache
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import IngestTables, PostgresDialect
 
@@ -41,9 +41,9 @@ def test_a_new_day_removes_only_that_accounts_earlier_days(store: IngestStore) -
     FetchCache(dialect, "account-a", DAY - timedelta(days=1)).put("get:1", {"n": 1})
     FetchCache(dialect, "account-b", DAY - timedelta(days=1)).put("get:1", {"n": 2})
 
-    today = shared_fetches(dialect, store.objects, "account-a", today=DAY)
+    today = open_fetch_cache(dialect, "account-a", today=DAY)
 
-    assert today.responses.get("get:1") is None
+    assert today.get("get:1") is None
     assert FetchCache(dialect, "account-a", DAY - timedelta(days=1)).get("get:1") is None
     assert FetchCache(dialect, "account-b", DAY - timedelta(days=1)).get("get:1") == {"n": 2}
 
@@ -61,18 +61,14 @@ def test_an_unmigrated_database_names_the_fix(clean_postgres: str) -> None:
 def test_once_open_a_failing_cache_is_a_miss_and_never_fails_the_files(
     clean_postgres: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from klaviyo_dagster.storage.objects import LocalObjectStore
-
-    shared = shared_fetches(
-        PostgresDialect(clean_postgres), LocalObjectStore("/nonexistent"), "account-c", today=DAY
-    )
-    shared.responses.put("get:1", {"n": 1})
+    cache = open_fetch_cache(PostgresDialect(clean_postgres), "account-c", today=DAY)
+    cache.put("get:1", {"n": 1})
     with psycopg.connect(clean_postgres, autocommit=True) as connection:
         connection.execute("drop table klaviyo_dagster.klaviyo_fetch_cache")
     try:
-        assert shared.responses.get("get:1") is None
-        assert shared.responses.keys("report:") == []
-        shared.responses.put("get:2", {"n": 2})
+        assert cache.get("get:1") is None
+        assert cache.keys("report:") == []
+        cache.put("get:2", {"n": 2})
     finally:
         IngestTables.postgres(clean_postgres).migrate()
     assert "the fetch cache failed (FetchCacheNotMigrated)" in caplog.text
@@ -80,10 +76,8 @@ def test_once_open_a_failing_cache_is_a_miss_and_never_fails_the_files(
 
 
 def test_a_run_that_does_not_reuse_still_leaves_what_it_read(store: IngestStore) -> None:
-    afresh = shared_fetches(store.tables.dialect, store.objects, "account-d", today=DAY, reuse=False)
-    afresh.responses.put("get:1", {"n": 1})
+    afresh = open_fetch_cache(store.tables.dialect, "account-d", today=DAY, reuse=False)
+    afresh.put("get:1", {"n": 1})
 
-    assert afresh.responses.get("get:1") is None
-    assert shared_fetches(store.tables.dialect, store.objects, "account-d", today=DAY).responses.get(
-        "get:1"
-    ) == {"n": 1}
+    assert afresh.get("get:1") is None
+    assert open_fetch_cache(store.tables.dialect, "account-d", today=DAY).get("get:1") == {"n": 1}

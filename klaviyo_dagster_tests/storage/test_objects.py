@@ -26,10 +26,9 @@ from klaviyo_dagster.storage.objects import (
     ObjectTooLarge,
     StorageAuthError,
     StorageError,
-    bucket_from_env,
     validate_object_key,
 )
-from klaviyo_dagster.storage.supabase_objects import StorageConfigError, SupabaseObjectStore
+from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
 from klaviyo_dagster_tests.conftest import BUCKET, DOUBLE_MAX_OBJECT_BYTES, SERVICE_KEY
 from klaviyo_dagster_tests.storage.supabase_double import DEFAULT_ANON_KEY, SupabaseStorageDouble
 
@@ -151,31 +150,6 @@ def test_validate_object_key_accepts_the_contract_layout() -> None:
     for name in ("flows.csv", "campaigns.csv", "subscribers.csv"):
         assert validate_object_key(f"{UPLOAD}/{name}") == f"{UPLOAD}/{name}"
     assert validate_object_key("a_b-c.1/x.csv") == "a_b-c.1/x.csv"
-
-
-def test_bucket_from_env_prefers_data_ingest_bucket() -> None:
-    assert bucket_from_env({}) == "preauth-uploads"
-    assert bucket_from_env({"PREAUTH_BUCKET": "pre"}) == "pre"
-    assert bucket_from_env({"PREAUTH_BUCKET": "pre", "DATA_INGEST_BUCKET": "ingest"}) == "ingest"
-    assert bucket_from_env({"DATA_INGEST_BUCKET": "", "PREAUTH_BUCKET": "pre"}) == "pre"
-
-
-def test_from_env_names_missing_variables_and_never_the_key() -> None:
-    with pytest.raises(StorageConfigError) as caught:
-        SupabaseObjectStore.from_env({"SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY})
-    assert "SUPABASE_URL" in str(caught.value) and "NEXT_PUBLIC_SUPABASE_URL" in str(caught.value)
-    assert SERVICE_KEY not in str(caught.value)
-    with pytest.raises(StorageConfigError, match="SUPABASE_SERVICE_ROLE_KEY"):
-        SupabaseObjectStore.from_env({"SUPABASE_URL": "https://x.supabase.co"})
-    store = SupabaseObjectStore.from_env(
-        {
-            "NEXT_PUBLIC_SUPABASE_URL": "https://x.supabase.co",
-            "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
-            "PREAUTH_BUCKET": "pre",
-        }
-    )
-    assert (store.url, store.bucket, store.describe()) == ("https://x.supabase.co", "pre", "supabase://pre")
-    assert SERVICE_KEY not in repr(store)
 
 
 # --- the local store -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from klaviyo_dagster.processing.metrics import SeriesPoint, SnapshotMetrics
+from klaviyo_dagster.derived_rows import SeriesPoint, SnapshotMetrics
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.tables import IngestTables, MissingTable, SqliteDialect, UnknownAccount
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from klaviyo_dagster.environment import ingest_store as ingest_store_from_env
 from klaviyo_dagster.sim import FaultSpec
 from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.store import ingest_store_from_env
 from klaviyo_dagster.trigger import TriggerSettings
 from klaviyo_dagster.trigger.app import STATUS_PATH, UPDATE_PATH
 from klaviyo_dagster.trigger.dagster_api import DagsterApi

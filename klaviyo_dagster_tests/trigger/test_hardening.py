@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from klaviyo_dagster.storage.store import ingest_store_from_env
+from klaviyo_dagster.environment import ingest_store as ingest_store_from_env
 from klaviyo_dagster.trigger import TriggerSettings
 from klaviyo_dagster.trigger.app import STATUS_PATH, UPDATE_PATH, redacted_target
 from klaviyo_dagster.trigger.request import load_json

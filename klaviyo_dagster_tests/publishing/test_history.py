@@ -22,25 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from klaviyo_dagster.processing.metrics import (
-    DayTotals,
-    OwnActivity,
-    SeriesPoint,
-    SnapshotMetrics,
-    compute_metrics,
-    daily_totals,
-)
+from klaviyo_dagster.derived_rows import SeriesPoint, SnapshotMetrics
+from klaviyo_dagster.processing.metrics import DayTotals, OwnActivity, compute_metrics, daily_totals
+from klaviyo_dagster.publishing.publish import Published, PublishRequest, publish, staging_key
 from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.publish import Published, PublishRequest, publish, staging_key
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import Derivation, Finished, IngestTables
-from klaviyo_dagster_tests.storage.publishing import (
-    ACCOUNT,
-    CAMPAIGNS_HEADER,
-    FLOWS_HEADER,
-    SHORT,
-    sqlite_store,
-)
+from klaviyo_dagster_tests.publishing.runs import CAMPAIGNS_HEADER, FLOWS_HEADER, SHORT
+from klaviyo_dagster_tests.storage.stores import ACCOUNT, sqlite_store
 
 OTHER = "0b9c2f61-5d7e-4f0a-8c3b-6e1d2a4f7c90"  # the same dates published in another order
 # Six partitions, windows of varying length: overlapping, one reaching further back than the
@@ -397,7 +386,7 @@ def finish(tables: IngestTables, account: str, day: date, own: OwnActivity, refr
         snapshot_id=snapshot_id,
         run_id="r",
         metadata={},
-        metrics=Derivation(account, day, own, refresh_newest=refresh),
+        metrics=Derivation(account, day, own, stored_own=OwnActivity.from_series, refresh_newest=refresh),
         ready=True,
         timeouts=SHORT,
     )

@@ -67,7 +67,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 
-from klaviyo_dagster.processing.metrics import DayTotals, OwnActivity, SnapshotMetrics, daily_totals
+from klaviyo_dagster.derived_rows import SnapshotMetrics
+from klaviyo_dagster.processing.metrics import DayTotals, OwnActivity, daily_totals
 from klaviyo_dagster.storage.objects import (
     CSV_OBJECT_NAMES,
     KnowsModifiedTimes,
@@ -84,6 +85,7 @@ from klaviyo_dagster.storage.tables import (
     PublishLockLost,
     PublishSuperseded,
     Timeouts,
+    history_metadata,
 )
 
 log = logging.getLogger(__name__)
@@ -223,11 +225,7 @@ def publish(
                 _promote(store.objects, request.upload_id, checked, lock, touched)
                 metadata = {
                     **request.metadata,
-                    "partition_date": request.partition_date.isoformat(),
-                    "window": {
-                        "first_day": request.window[0].isoformat(),
-                        "last_day": request.window[1].isoformat(),
-                    },
+                    **history_metadata(request.partition_date, request.window),
                     "rows": _row_metadata(checked),
                     "dagster_run_id": request.run_id,
                 }
@@ -377,7 +375,13 @@ def _derivation(request: PublishRequest, checked: CheckedFiles) -> Derivation:
         own = OwnActivity(request.window, _daily_totals(checked.paths))
     except ValueError as exc:
         raise StagedFileInvalid(f"staged files disagree with the window: {exc}") from None
-    return Derivation(request.account_id, request.partition_date, own, request.refresh_newest)
+    return Derivation(
+        request.account_id,
+        request.partition_date,
+        own,
+        stored_own=OwnActivity.from_series,
+        refresh_newest=request.refresh_newest,
+    )
 
 
 def _row_metadata(checked: CheckedFiles) -> dict[str, int]:

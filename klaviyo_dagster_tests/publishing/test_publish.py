@@ -1,4 +1,4 @@
-"""The publish protocol (storage/publish.py) on both stores: staging, checks before anything moves,
+"""The publish protocol (publishing/publish.py) on both stores: staging, checks before anything moves,
 the snapshot out of ``ready`` while files move, timeouts, two publishes at once, housekeeping, the
 remote processor. Crash points are in test_crash_points.py.
 """
@@ -15,8 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from klaviyo_dagster.storage.objects import LocalObjectStore
-from klaviyo_dagster.storage.publish import (
+from klaviyo_dagster.publishing.publish import (
     FILE_NAMES,
     PublishTimedOut,
     StagedFileInvalid,
@@ -26,9 +25,10 @@ from klaviyo_dagster.storage.publish import (
     staging_folder,
     staging_key,
 )
+from klaviyo_dagster.storage.objects import LocalObjectStore
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import PUBLISH_LOCK_NAMESPACE, PublishLockTimeout, Timeouts
-from klaviyo_dagster_tests.storage.publishing import (
+from klaviyo_dagster_tests.publishing.runs import (
     BASE_DAY,
     SHORT,
     UPLOAD,

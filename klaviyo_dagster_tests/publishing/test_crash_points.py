@@ -22,11 +22,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from klaviyo_dagster.storage.publish import FILE_NAMES, publish
+from klaviyo_dagster.publishing.publish import FILE_NAMES, publish
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster_tests.conftest import SERVICE_KEY
-from klaviyo_dagster_tests.storage.publishing import (
-    ACCOUNT,
+from klaviyo_dagster_tests.publishing.runs import (
     BASE_DAY,
     BASE_UPLOAD,
     SHORT,
@@ -42,6 +41,7 @@ from klaviyo_dagster_tests.storage.publishing import (
     stage,
     stage_and_publish,
 )
+from klaviyo_dagster_tests.storage.stores import ACCOUNT
 
 BASE = Run("base", BASE_DAY)
 OLD = Run("run-old", days=7)  # the ready snapshot a rerun replaces
@@ -132,7 +132,7 @@ def test_sigkill_after_any_call_keeps_the_dashboard_consistent_and_a_rerun_repai
     labels = count_crash_points(backend, tmp_path)
     # A forkserver forks each child from a clean, single-threaded process with the modules loaded.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["klaviyo_dagster_tests.storage.publishing"])
+    context.set_forkserver_preload(["klaviyo_dagster_tests.publishing.runs"])
 
     for n, label in enumerate(labels, start=1):
         store = prepared(backend, n, tmp_path)

@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from klaviyo_dagster.publishing.publish import FILE_NAMES, PublishInterrupted, final_key, publish
 from klaviyo_dagster.storage.cleanup import CLEANUP_MARK, cleanup_mark, run_cleanup
 from klaviyo_dagster.storage.objects import ObjectStore
-from klaviyo_dagster.storage.publish import FILE_NAMES, PublishInterrupted, final_key, publish
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import (
     NEEDS_REPUBLISH,
@@ -25,19 +25,18 @@ from klaviyo_dagster.storage.tables import (
     Timeouts,
 )
 from klaviyo_dagster_tests.conftest import SERVICE_KEY
-from klaviyo_dagster_tests.storage.publishing import (
-    ACCOUNT,
+from klaviyo_dagster_tests.publishing.runs import (
     DAY,
     SHORT,
     UPLOAD,
     Run,
     assert_dashboard_consistent,
     assert_repaired,
-    postgres_store,
     read_object,
     stage,
     stage_and_publish,
 )
+from klaviyo_dagster_tests.storage.stores import ACCOUNT, postgres_store
 
 FIRST = Run("run-first")
 SECOND = Run("run-second", days=5)

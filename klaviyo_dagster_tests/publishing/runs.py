@@ -17,10 +17,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from klaviyo_dagster.processing.metrics import SnapshotMetrics, compute_metrics, daily_totals
-from klaviyo_dagster.storage.ids import nightly_upload_id
-from klaviyo_dagster.storage.objects import LocalObjectStore, ObjectStore
-from klaviyo_dagster.storage.publish import (
+from klaviyo_dagster.derived_rows import SnapshotMetrics
+from klaviyo_dagster.processing.metrics import compute_metrics, daily_totals
+from klaviyo_dagster.publishing.publish import (
     FILE_NAMES,
     Published,
     PublishRequest,
@@ -28,11 +27,12 @@ from klaviyo_dagster.storage.publish import (
     publish,
     staging_key,
 )
+from klaviyo_dagster.storage.ids import nightly_upload_id
+from klaviyo_dagster.storage.objects import ObjectStore
 from klaviyo_dagster.storage.store import IngestStore
-from klaviyo_dagster.storage.supabase_objects import SupabaseObjectStore
 from klaviyo_dagster.storage.tables import IngestTables, Timeouts, _Transaction
+from klaviyo_dagster_tests.storage.stores import ACCOUNT, postgres_store, sqlite_store
 
-ACCOUNT = "7d1e0c52-8f3b-4b7a-9a51-2a6f3c0d4e11"
 DAY = date(2026, 3, 9)
 BASE_DAY = DAY - timedelta(days=1)
 UPLOAD = nightly_upload_id(ACCOUNT, DAY)
@@ -187,24 +187,6 @@ def assert_repaired(store: IngestStore, run: Run, tmp: Path) -> None:
     assert row is not None and row.status == "ready" and row.metadata["dagster_run_id"] == run.run_id
     assert_dashboard_consistent(store, {run.run_id: run, "base": Run("base", BASE_DAY)}, tmp, "repaired")
     assert sorted(store.objects.list(UPLOAD)) == sorted(FILE_NAMES)
-
-
-# --- the two stores ------------------------------------------------------------------------------------
-
-
-def sqlite_store(root: Path) -> IngestStore:
-    return IngestStore(
-        objects=LocalObjectStore(root / "objects"),
-        tables=IngestTables.sqlite(root / "ingest.sqlite3"),
-        owns_accounts=True,
-    )
-
-
-def postgres_store(double_url: str, service_key: str, dsn: str) -> IngestStore:
-    objects = SupabaseObjectStore(
-        double_url, service_key, max_attempts=2, backoff_base=0.001, backoff_max=0.01
-    )
-    return IngestStore(objects=objects, tables=IngestTables.postgres(dsn), owns_accounts=False)
 
 
 # --- crash injection -------------------------------------------------------------------------------------
