@@ -383,7 +383,7 @@ class RunState:
 
     @property
     def account(self) -> str:
-        return self.tags.get("klaviyo/account") or self.tags.get("dagster/partition/account", "")
+        return self.tags.get("klaviyo/account") or self.tags.get("dagster/partition/klaviyo_account", "")
 
 
 def run_state(raw: Mapping[str, Any]) -> RunState:

@@ -15,7 +15,7 @@ How: one asset backfill of that date over all accounts (one GraphQL mutation, as
 the schedule's tick leaves at night (one request per account whose day became complete), so the
 coordinator's limits decide the order exactly as they would then; and it needs no code in the code
 location (RunRequests come from a schedule or sensor). The difference: backfill runs carry the tag
-``dagster/partition/account`` (limited to one per account by deploy/dagster.yaml's second limit)
+``dagster/partition/klaviyo_account`` (limited to one per account by deploy/dagster.yaml's second limit)
 instead of ``klaviyo/account``.
 
 While it runs, every second the STARTING/STARTED runs are read through GraphQL: the per-account

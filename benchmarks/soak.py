@@ -138,7 +138,7 @@ def main() -> None:
                         if result.success:
                             break
                     else:
-                        failed.append(f"{account}|{day}")
+                        failed.append(f"{day}|{account}")
                     samples.append((rss_mb(), open_fds()))
         elapsed = time.monotonic() - started
         partitions = len(dates) * len(accounts)

@@ -60,7 +60,7 @@ def queue(instance: dg.DagsterInstance, dates: list[date]) -> dict[date, str]:
                 run_id=str(uuid.uuid4()),
                 status=dg.DagsterRunStatus.NOT_STARTED,
                 tags={
-                    "dagster/partition/account": ACCOUNT,
+                    "dagster/partition/klaviyo_account": ACCOUNT,
                     "dagster/partition/date": day.isoformat(),
                 },
             )

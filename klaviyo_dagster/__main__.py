@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from datetime import date
 
 from klaviyo_dagster.cli_dry_run import add_arguments as add_dry_run_arguments
 from klaviyo_dagster.cli_dry_run import run as run_dry_run
+from klaviyo_dagster.run_names import partition_keys
+from klaviyo_dagster.storage.ids import validate_account_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write to the store the SUPABASE_* variables name (default: the local store under .data)",
     )
+    partitions = commands.add_parser(
+        "partitions",
+        help="print one account's partition keys for a date range, for `dagster job backfill --partitions`",
+    )
+    partitions.add_argument("--account", required=True, type=_account, help="the dashboard account uuid")
+    partitions.add_argument("--from", dest="first", required=True, type=_date, help="first date, YYYY-MM-DD")
+    partitions.add_argument("--to", dest="last", required=True, type=_date, help="last date (included)")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -46,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         from klaviyo_dagster.cli_migrate import run as run_migrate
 
         return run_migrate()
+    elif args.command == "partitions":
+        try:
+            print(",".join(partition_keys(args.account, args.first, args.last)))
+        except ValueError as exc:
+            print(f"partitions: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "dev":
         from klaviyo_dagster.dev import run_dev
 
@@ -62,6 +79,24 @@ def _port(raw: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {port}")
     return port
+
+
+def _account(raw: str) -> str:
+    """An account uuid for argparse (canonical form)."""
+    try:
+        return validate_account_id(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _date(raw: str) -> date:
+    """A YYYY-MM-DD date for argparse (not the other forms ``date.fromisoformat`` takes)."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+            return date.fromisoformat(raw)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"must be a date YYYY-MM-DD, got {raw!r}")
 
 
 if __name__ == "__main__":

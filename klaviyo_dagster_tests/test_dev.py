@@ -55,7 +55,7 @@ def test_the_dev_instance_queues_one_run_per_account(tmp_path: Path) -> None:
         coordinator = instance.run_coordinator
         assert isinstance(coordinator, dg.QueuedRunCoordinator)
         limits = {limit["key"]: limit for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
-    for tag in ("klaviyo/account", "dagster/partition/account"):
+    for tag in ("klaviyo/account", "dagster/partition/klaviyo_account"):
         assert limits[tag]["limit"] == 1
         assert limits[tag]["value"] == {"applyLimitPerUniqueValue": True}
 

@@ -1,4 +1,5 @@
-"""Partitions: one per (UTC date, Klaviyo account), keyed ``<account uuid>|YYYY-MM-DD``.
+"""Partitions: one per (UTC date, Klaviyo account), keyed ``YYYY-MM-DD|<account uuid>`` (run_names.py
+says why the date leads).
 
 The date is the natural idempotency key: a partition always reads the same Klaviyo window and
 writes the same files, so reruns and backfills overwrite instead of duplicating.
@@ -51,5 +52,5 @@ def _parse(key: str) -> dict[str, str]:
     # A MultiPartitionKey's string form joins the dimension keys in dimension-name order with "|".
     parts = key.split("|")
     if len(parts) != 2:
-        raise ValueError(f"Partition key must be 'ACCOUNT_UUID|YYYY-MM-DD', got {key!r}")
-    return {ACCOUNT_DIMENSION: parts[0], DATE_DIMENSION: parts[1]}
+        raise ValueError(f"Partition key must be 'YYYY-MM-DD|ACCOUNT_UUID', got {key!r}")
+    return {DATE_DIMENSION: parts[0], ACCOUNT_DIMENSION: parts[1]}

@@ -1,6 +1,6 @@
 """What became of a partition's runs, and whether the schedule or the catch-up may ask again.
 
-A partition's runs are found by its tags (``dagster/partition/account`` and ``dagster/partition/date``),
+A partition's runs are found by its tags (``dagster/partition/klaviyo_account`` and ``dagster/partition/date``),
 whatever the job: ``klaviyo_ingest``, and the implicit asset job (``__ASSET_JOB…``) of runs launched
 from an asset's page or an asset backfill in the UI. Runs of ``klaviyo_dry_run`` are left out (a dry
 run writes nothing). Newest run first:

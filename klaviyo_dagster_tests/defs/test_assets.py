@@ -230,7 +230,7 @@ def test_a_klaviyo_error_fails_the_asset_with_klaviyos_details_and_no_file(
 @pytest.mark.parametrize("node", ["flows_csv", "campaigns_csv", "subscribers_csv"])
 def test_each_asset_is_partitioned_by_date_and_account(node: str) -> None:
     asset = next(a for a in INGEST_ASSETS if a.key.path[-1] == node)
-    assert set(asset.partitions_def.partition_dimension_names) == {"date", "account"}
+    assert set(asset.partitions_def.partition_dimension_names) == {"date", "klaviyo_account"}
 
 
 def test_the_preview_is_a_table_whose_cells_cannot_break_it() -> None:

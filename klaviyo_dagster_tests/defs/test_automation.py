@@ -285,7 +285,7 @@ def add_run(
     if reason == "":
         reason = "STEP_FAILURE" if step_failed and not interrupted else None
     run_tags = {
-        "dagster/partition/account": account,
+        "dagster/partition/klaviyo_account": account,
         "dagster/partition/date": day.isoformat(),
         **(tags or {}),
     }

@@ -124,7 +124,7 @@ def test_partition_keys_round_trip_and_name_both_dimensions() -> None:
     key = partition_key(ACCOUNT, date(2026, 3, 9))
     assert split_partition_key(key) == (ACCOUNT, date(2026, 3, 9))
     assert split_partition_key(str(key)) == (ACCOUNT, date(2026, 3, 9))
-    assert klaviyo_partitions.partition_dimension_names == ["account", "date"]
+    assert klaviyo_partitions.partition_dimension_names == ["date", "klaviyo_account"]
 
 
 # --- timezone discovery takes the accounts in turn ----------------------------------------------------

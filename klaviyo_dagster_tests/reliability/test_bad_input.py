@@ -86,15 +86,15 @@ def test_bad_run_config_fails_before_any_call_naming_the_field(
 # --- accounts and partition keys ------------------------------------------------------------------------------
 
 UNSAFE_KEYS = [
-    "../../etc|2026-03-09",
-    f"{ACCOUNT_ID}/..|2026-03-09",
-    f"{ACCOUNT_ID}|2026-03-09/../..",
-    f"{{{ACCOUNT_ID}}}|2026-03-09",
-    f"{ACCOUNT_ID}\n|2026-03-09",
-    f"2026-03-09|{ACCOUNT_ID}",
-    f"{ACCOUNT_ID}|2026-02-30",
-    f"{ACCOUNT_ID}|2026-03-09T00:00",
-    f"{ACCOUNT_ID}|2026-03-09|x",
+    "2026-03-09|../../etc",
+    f"2026-03-09|{ACCOUNT_ID}/..",
+    f"2026-03-09/../..|{ACCOUNT_ID}",
+    f"2026-03-09|{{{ACCOUNT_ID}}}",
+    f"2026-03-09\n|{ACCOUNT_ID}",
+    f"2026-02-30|{ACCOUNT_ID}",
+    f"2026-03-09T00:00|{ACCOUNT_ID}",
+    f"2026-03-09|{ACCOUNT_ID}|x",
+    f"{ACCOUNT_ID}|2026-03-09",  # the account first, as keys read before the date led
     "|",
     "",
 ]
@@ -109,13 +109,13 @@ def test_a_malformed_partition_key_is_refused(key: str) -> None:
 
 
 def test_an_upper_case_account_id_maps_to_the_same_folder() -> None:
-    assert object_key(f"{ACCOUNT_ID.upper()}|2026-03-09", "flows_csv") == f"{TINY_UPLOAD_ID}/flows.csv"
+    assert object_key(f"2026-03-09|{ACCOUNT_ID.upper()}", "flows_csv") == f"{TINY_UPLOAD_ID}/flows.csv"
 
 
 @pytest.mark.parametrize("day", ["20260309", "2026W101", "2026-W10-1"])
 def test_only_the_canonical_date_form_is_a_partition_date(day: str) -> None:
     with pytest.raises(ValueError):
-        split_partition_key(f"{ACCOUNT_ID}|{day}")
+        split_partition_key(f"{day}|{ACCOUNT_ID}")
 
 
 @pytest.mark.parametrize(
@@ -125,7 +125,7 @@ def test_a_run_of_a_malformed_account_partition_writes_nothing_anywhere(
     account, tiny_store_env, instance, resources, data_dir, tmp_path: Path
 ) -> None:
     instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [account])
-    key = dg.MultiPartitionKey({"date": PARTITION_DATE.isoformat(), "account": account})
+    key = dg.MultiPartitionKey({"date": PARTITION_DATE.isoformat(), "klaviyo_account": account})
 
     result = run_partition(instance, resources, partition=key)
 
@@ -191,7 +191,7 @@ def test_no_accepted_object_key_resolves_outside_the_bucket_folder(tmp_path: Pat
 def test_every_partitions_object_key_is_its_upload_folder_and_a_contract_name() -> None:
     for account in (ACCOUNT_ID, "00000000-0000-4000-8000-00000000d3e0"):
         for node in FILE_NODES:
-            key = object_key(f"{account}|2026-03-09", node)
+            key = object_key(f"2026-03-09|{account}", node)
             upload, name = key.split("/")
             assert upload == nightly_upload_id(account, PARTITION_DATE) and name == f"{node[:-4]}.csv"
             assert validate_object_key(key) == key

@@ -265,7 +265,7 @@ def test_live_launches_the_partition_and_a_repeat_returns_the_same_run(trigger, 
         "accountId": ACCOUNT_ID,
         "uploadId": nightly_upload_id(ACCOUNT_ID, datetime(2026, 3, 9).date()),
         "runId": body["runId"],
-        "partition": f"{ACCOUNT_ID}|{DAY}",
+        "partition": f"{DAY}|{ACCOUNT_ID}",
         "status": "queued",
         "idempotencyKey": "k-1",
     }
@@ -278,8 +278,8 @@ def test_live_launches_the_partition_and_a_repeat_returns_the_same_run(trigger, 
     parameters = json.loads(tags.pop("klaviyo/trigger-parameters"))  # compared by a repeat finding the run
     assert parameters["end"] == DAY and parameters["days"] == 3 and parameters["fast"] is False
     assert tags == {
-        "dagster/partition": f"{ACCOUNT_ID}|{DAY}",
-        "dagster/partition/account": ACCOUNT_ID,
+        "dagster/partition": f"{DAY}|{ACCOUNT_ID}",
+        "dagster/partition/klaviyo_account": ACCOUNT_ID,
         "dagster/partition/date": DAY,
         "klaviyo/account": ACCOUNT_ID,
         "klaviyo/idempotency-key": "k-1",
@@ -323,7 +323,7 @@ def test_get_and_post_launch_the_same_run(trigger_env, serve, fake_dagster) -> N
     )
     assert post.status_code == get.status_code == 202
     assert post.json()["idempotencyKey"] == get.json()["idempotencyKey"] == f"nightly-{DAY}"
-    assert post.json()["partition"] == get.json()["partition"] == f"{ACCOUNT_ID}|{DAY}"
+    assert post.json()["partition"] == get.json()["partition"] == f"{DAY}|{ACCOUNT_ID}"
     first, second = fake_dagster.launches
     assert first["run_config"] == second["run_config"]
     assert first["run_config"]["ops"]["subscribers_csv"]["config"] == {
@@ -354,7 +354,7 @@ def test_without_a_date_the_accounts_newest_complete_date_is_synced(
     response = client.get(UPDATE_PATH, params={"token": SECRET, "accountId": ACCOUNT_ID})
 
     assert response.status_code == 202, response.text
-    assert response.json()["partition"] == f"{ACCOUNT_ID}|{newest}"
+    assert response.json()["partition"] == f"{newest}|{ACCOUNT_ID}"
     assert response.json()["idempotencyKey"] == f"nightly-{newest}"
 
 
@@ -390,7 +390,7 @@ def test_the_nightly_key_names_the_partition_date(trigger) -> None:
         UPDATE_PATH, params={"token": SECRET, "accountId": ACCOUNT_ID, "idempotency": "nightly-2026-03-01"}
     )
     assert response.status_code == 202
-    assert response.json()["partition"] == f"{ACCOUNT_ID}|2026-03-01"
+    assert response.json()["partition"] == f"2026-03-01|{ACCOUNT_ID}"
     assert response.json()["uploadId"] == nightly_upload_id(ACCOUNT_ID, datetime(2026, 3, 1).date())
 
 
@@ -406,7 +406,7 @@ def test_status_reports_the_run_and_404s_an_unknown_one(trigger, fake_dagster) -
         "job": "klaviyo_ingest",
         "accountId": ACCOUNT_ID,
         "uploadId": nightly_upload_id(ACCOUNT_ID, datetime(2026, 3, 9).date()),
-        "partition": f"{ACCOUNT_ID}|{DAY}",
+        "partition": f"{DAY}|{ACCOUNT_ID}",
     }
     fake_dagster.set_status(run_id, "FAILURE")
     assert trigger.get(STATUS_PATH, params={"runId": run_id, "token": SECRET}).json()["status"] == "failed"

@@ -268,7 +268,7 @@ def test_a_recorded_zone_that_is_not_a_timezone_is_taken_as_unknown(
         response = client.get(UPDATE_PATH, params={"token": SECRET, "accountId": ACCOUNT_ID})
 
     assert response.status_code == 202, response.text
-    assert response.json()["partition"] == f"{ACCOUNT_ID}|2026-03-09"  # UTC-12 assumed, as with no zone
+    assert response.json()["partition"] == f"2026-03-09|{ACCOUNT_ID}"  # UTC-12 assumed, as with no zone
     assert any(
         ACCOUNT_ID in r.getMessage() and "not a valid timezone" in r.getMessage() for r in caplog.records
     )

@@ -56,7 +56,7 @@ def test_a_reused_key_with_other_parameters_answers_409_naming_them(trigger, fak
     fake_dagster.set_status(first.json()["runId"], "SUCCESS")
     rerun = trigger.post(UPDATE_PATH, json={**LIVE, "end": "2026-03-08"}, headers=key_headers("k-9"))
     assert rerun.status_code == 202, rerun.text
-    assert rerun.json()["partition"].endswith("2026-03-08")
+    assert rerun.json()["partition"].startswith("2026-03-08|")
     assert len(fake_dagster.launches) == 2
 
 
@@ -184,8 +184,8 @@ def _parameters(**options: Any) -> dict[str, Any]:
 def test_a_run_found_in_dagster_under_a_new_claim_is_compared_too(trigger, fake_dagster) -> None:
     # The key's run is in Dagster but its claim is gone (released by an older trigger, or never made).
     tags = {
-        "dagster/partition": f"{ACCOUNT_ID}|{DAY}",
-        "dagster/partition/account": ACCOUNT_ID,
+        "dagster/partition": f"{DAY}|{ACCOUNT_ID}",
+        "dagster/partition/klaviyo_account": ACCOUNT_ID,
         "dagster/partition/date": DAY,
         "klaviyo/account": ACCOUNT_ID,
         "klaviyo/idempotency-key": "k-found",

@@ -96,7 +96,7 @@ def test_a_live_call_queues_one_run_in_dagster(dagster_webserver, serve) -> None
     launched = first.json()
     assert launched["status"] == "queued"
     assert launched["uploadId"] == nightly_upload_id(ACCOUNT_ID, date(2026, 3, 9))
-    assert launched["partition"] == f"{ACCOUNT_ID}|2026-03-09"
+    assert launched["partition"] == f"2026-03-09|{ACCOUNT_ID}"
 
     again = client.post(UPDATE_PATH, json=body, headers=auth)
     by_get = client.get(  # the same parameters: a key reused with others is refused (409)
@@ -125,8 +125,8 @@ def test_a_live_call_queues_one_run_in_dagster(dagster_webserver, serve) -> None
         for k, v in run.tags.items()
         if k.startswith(("dagster/partition", "klaviyo/")) and k != "klaviyo/trigger-parameters"
     } == {
-        "dagster/partition": f"{ACCOUNT_ID}|2026-03-09",
-        "dagster/partition/account": ACCOUNT_ID,
+        "dagster/partition": f"2026-03-09|{ACCOUNT_ID}",
+        "dagster/partition/klaviyo_account": ACCOUNT_ID,
         "dagster/partition/date": "2026-03-09",
         "klaviyo/account": ACCOUNT_ID,
         "klaviyo/idempotency-key": "nightly-2026-03-09",
