@@ -125,6 +125,8 @@ def test_a_run_whose_account_tag_is_not_an_account_updates_nothing(tag: str) -> 
 
 
 def test_an_ingest_runs_account_is_its_canonical_uuid() -> None:
-    run = dg.DagsterRun(job_name="__ASSET_JOB", run_id="r", tags={"dagster/partition/klaviyo_account": GOOD.upper()})
+    run = dg.DagsterRun(
+        job_name="__ASSET_JOB", run_id="r", tags={"dagster/partition/klaviyo_account": GOOD.upper()}
+    )
 
     assert _ingest_account(run) == GOOD

@@ -33,7 +33,11 @@ def _run(
             job_name=job,
             run_id=str(uuid.uuid4()),
             status=dg.DagsterRunStatus.NOT_STARTED,
-            tags={"dagster/partition/klaviyo_account": account, "dagster/partition/date": day.isoformat(), **tags},
+            tags={
+                "dagster/partition/klaviyo_account": account,
+                "dagster/partition/date": day.isoformat(),
+                **tags,
+            },
         )
     )
 
