@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import subprocess  # runs our own fixed command  # nosec B404
 import sys
@@ -92,10 +93,31 @@ def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout, use_environment:
             "-p",
             str(port),
         ]
-        try:
-            return subprocess.call(command, cwd=PROJECT_ROOT, env=env)  # noqa: S603 - our own command  # nosec B603
-        except KeyboardInterrupt:
-            return 0
+        return _serve(command, env)
+
+
+def _serve(command: list[str], env: dict[str, str]) -> int:
+    """Runs ``dagster dev`` until it ends. Ctrl-C reaches it through the terminal's process group;
+    a SIGTERM or SIGHUP sent to this process alone (``kill``, a closed terminal) is passed on, so the
+    UI, the daemon and the code server stop with us instead of outliving the simulator."""
+    # Started in the background (`make dev &`), a shell ignores SIGINT for us and so for dagster dev,
+    # which maps SIGTERM to its SIGINT handler: give it Python's own, so it can shut down.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env)  # noqa: S603 - our own command  # nosec B603
+
+    def pass_on(signum: int, _frame: object) -> None:
+        process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, pass_on) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                return process.wait()
+            except KeyboardInterrupt:
+                continue  # dagster dev got the same Ctrl-C and is shutting down: wait for it
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def dev_environment(environ: Mapping[str, str], use_environment: bool = False) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -119,13 +120,35 @@ def test_make_dev_serves_the_ui_on_the_chosen_port(tmp_path: Path) -> None:
     )
     try:
         answer = _wait_for_ui(port, process)
+        # `kill <pid>` of our command alone (not Ctrl-C to the whole group): it must take the UI,
+        # the daemon and the code server down with it.
+        (command,) = [pid for pid, args in _session(process.pid) if "-m klaviyo_dagster dev" in args]
+        os.kill(command, signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+        left = _session(process.pid)
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     assert answer.status_code == 200 and "dagster_webserver_version" in answer.text
     assert f"Dagster UI: http://127.0.0.1:{port}" in output
     assert (tmp_path / "home" / "dagster.yaml").read_text().startswith(WRITTEN_BY_DEV)
+    assert left == []
+    assert "Dagster services shut down" in output
+
+
+def _session(session_id: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process of the session ``make dev`` started (a zombie has
+    exited already: it only waits for init to collect its status)."""
+    listing = subprocess.run(
+        ["ps", "-e", "-o", "sid=,pid=,stat=,args="], capture_output=True, text=True, check=True
+    )
+    processes = []
+    for line in listing.stdout.splitlines():
+        sid, pid, stat, args = line.split(None, 3)
+        if int(sid) == session_id and not stat.startswith("Z"):
+            processes.append((int(pid), args))
+    return processes
 
 
 def _wait_for_ui(port: int, process: subprocess.Popen[str], attempts: int = 240) -> httpx.Response:
