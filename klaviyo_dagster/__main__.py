@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             run_demo(profiles=args.profiles or DEMO_PROFILES, use_environment=args.use_environment)
-        except (DemoFailed, StorageConfigError) as exc:
+        except (DemoFailed, StorageConfigError, ValueError) as exc:
             print(f"demo: {exc}", file=sys.stderr)
             return 1
     elif args.command == "dry-run":

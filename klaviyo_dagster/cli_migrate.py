@@ -27,6 +27,13 @@ def run(out: TextIO | None = None, err: TextIO | None = None) -> int:
     except (StorageConfigError, DatabaseConnectionError, FileNotFoundError) as exc:
         print(f"migrate: {exc}", file=err)
         return 2
+    except OSError as exc:  # the local store's folder: a file in the way, no permission, ...
+        print(
+            f"migrate: cannot write the local store under {environment.data_dir()} "
+            f"(KLAVIYO_DAGSTER_DATA_DIR): {exc.strerror or type(exc).__name__}",
+            file=err,
+        )
+        return 2
     except psycopg.Error as exc:  # connected, then refused: permissions, a conflicting object, ...
         detail = redact_dsn_message(str(exc), _db_url())
         print(f"migrate: the database refused a migration ({type(exc).__name__}: {detail})", file=err)

@@ -21,8 +21,7 @@ import dagster as dg
 
 from klaviyo_dagster import environment
 from klaviyo_dagster.accounts import DEMO_ACCOUNT_ID
-from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
-from klaviyo_dagster.run_names import INGEST_JOB_NAME
+from klaviyo_dagster.run_names import ACCOUNTS_PARTITIONS_NAME, INGEST_JOB_NAME, partition_key_text
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimConfig, SimulatorServer
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import IngestStore
@@ -59,6 +58,7 @@ def run_demo(
         demo_environment(sim.base_url, use_environment),
         _instance(instance) as dagster_instance,
     ):
+        environment.check()  # a malformed setting in the shell: one line, before anything runs
         store = environment.ingest_store()
         print(f"Klaviyo simulator at {sim.base_url}: {profiles:,} profiles (seed {DEMO_SEED})", file=out)
         print(f"Store: {store.describe()}", file=out)
@@ -72,7 +72,7 @@ def run_demo(
         job = defs().resolve_job_def(INGEST_JOB_NAME)
         result = job.execute_in_process(
             run_config=QUIET_RUN_CONFIG,
-            partition_key=partition_key(DEMO_ACCOUNT_ID, day),
+            partition_key=partition_key_text(DEMO_ACCOUNT_ID, day),
             instance=dagster_instance,
             raise_on_error=False,
         )
@@ -191,7 +191,9 @@ def _print_snapshot(metadata: dict, out: TextIO) -> None:
         file=out,
     )
     headline = ", ".join(
-        f"{key.removeprefix('total_')} {value:,.2f}"
+        f"{key.removeprefix('total_')} {value:,}"
+        if isinstance(value, int)
+        else f"{key.removeprefix('total_')} {value:,.2f}"
         for key, value in metadata.items()
         if key.startswith("total_")
     )

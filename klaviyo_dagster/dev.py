@@ -27,10 +27,12 @@ from typing import Any, TextIO
 
 import yaml
 
+from klaviyo_dagster import environment
 from klaviyo_dagster.accounts import DEMO_ACCOUNT_ID
 from klaviyo_dagster.demo import DEMO_PROFILES, DEMO_SEED, SUPABASE_VARS, embedded_defaults
 from klaviyo_dagster.environment import AUTOMATION_VAR, PARTITIONS_START_VAR, automation_on
 from klaviyo_dagster.sim import SimConfig, SimulatorServer
+from klaviyo_dagster.storage.supabase_objects import StorageConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_INSTANCE = PROJECT_ROOT / "deploy" / "dagster.yaml"
@@ -61,8 +63,9 @@ def run_dev(port: int = DEFAULT_PORT, out: TextIO = sys.stdout, use_environment:
     env = dev_environment(os.environ, use_environment)
     try:
         ensure_port_free(port)
+        environment.check(env)
         automated = automation_on(env)
-    except (PortInUse, ValueError) as exc:
+    except (PortInUse, ValueError, StorageConfigError) as exc:
         print(f"make dev: {exc}", file=sys.stderr)
         return 2
     home = Path(env.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home").resolve()

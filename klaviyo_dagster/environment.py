@@ -62,6 +62,7 @@ TRIGGER_PORT_VAR = "TRIGGER_PORT"
 SNAPSHOT_PROCESS_URL_VAR = "SNAPSHOT_PROCESS_URL"
 ADMIN_SECRET_VAR = "ADMIN_JOB_SECRET"  # noqa: S105 - a variable name, not a secret  # nosec B105
 
+_POSTGRES_URL = re.compile(r"^postgres(ql)?://.")
 # ASCII only: str.isdigit() also takes superscripts, full-width and Arabic-Indic digits.
 _ASCII_MINUTES = re.compile(r"[0-9]{1,4}")
 
@@ -145,8 +146,12 @@ def account_settings(env: Mapping[str, str] | None = None) -> AccountSettings:
     Raises ``ValueError`` when ``KLAVIYO_ACCOUNT_ID`` is not a uuid.
     """
     raw_account = _value(env, ACCOUNT_ID_VAR)
+    try:
+        account_id = validate_account_id(raw_account) if raw_account else None
+    except ValueError as exc:
+        raise ValueError(f"{ACCOUNT_ID_VAR}: {exc}") from None
     return AccountSettings(
-        account_id=validate_account_id(raw_account) if raw_account else None,
+        account_id=account_id,
         api_key=klaviyo_api_key(env),
         encryption_key=_value(env, ENCRYPTION_KEY_VAR) or None,
     )
@@ -188,6 +193,12 @@ def supabase_settings(env: Mapping[str, str] | None = None) -> SupabaseSettings 
         raise StorageConfigError(
             f"Supabase is partly configured: set {', '.join(missing)} too, or unset all Supabase "
             "variables to use the local store."
+        )
+    if not _POSTGRES_URL.match(db_url):
+        # Not quoted: a malformed URL still holds the password, and no redaction can find it there.
+        raise StorageConfigError(
+            f"{SUPABASE_DB_URL_VAR} must be a URL like postgresql://postgres:PASSWORD@HOST:5432/postgres "
+            "(Project Settings → Database → Connection string); the value given is not shown"
         )
     return SupabaseSettings(url, key, db_url)
 
@@ -253,6 +264,18 @@ def automation_on(env: Mapping[str, str] | None = None) -> bool:
     if value not in AUTOMATION_VALUES:
         raise ValueError(f"{AUTOMATION_VAR} must be 'on' or 'off', not {value!r}")
     return value == "on"
+
+
+def check(env: Mapping[str, str] | None = None) -> None:
+    """Reads every setting once, so an entry point can refuse a malformed one before it starts
+    anything. Raises the first reader's ``ValueError`` or ``StorageConfigError``, naming the variable.
+    """
+    klaviyo_time_scale(env)
+    account_settings(env)
+    supabase_settings(env)
+    settling_delay(env)
+    first_partition_date(env)
+    automation_on(env)
 
 
 def snapshot_process_url(env: Mapping[str, str] | None = None) -> str | None:

@@ -29,7 +29,8 @@ DATE_PARTITION_TAG = f"{PARTITION_TAG}/{DATE_DIMENSION}"
 ACCOUNT_PARTITION_TAG = f"{PARTITION_TAG}/{ACCOUNT_DIMENSION}"
 
 
-MAX_LISTED_DATES = 3660  # ten years of dates in one list: more is surely a typo in a year
+# Dates in one list: about 48 KB of keys, within what one shell argument may hold (128 KB on Linux).
+MAX_LISTED_DATES = 1000
 
 
 def partition_key_text(account_id: str, day: date) -> str:
@@ -47,5 +48,7 @@ def partition_keys(account_id: str, first: date, last: date) -> list[str]:
     if days < 1:
         raise ValueError(f"--to ({last}) is before --from ({first})")
     if days > MAX_LISTED_DATES:
-        raise ValueError(f"{days} dates from {first} to {last}: at most {MAX_LISTED_DATES} in one list")
+        raise ValueError(
+            f"{days} dates from {first} to {last}: at most {MAX_LISTED_DATES} in one list; split the range"
+        )
     return [partition_key_text(account_id, first + timedelta(days=offset)) for offset in range(days)]

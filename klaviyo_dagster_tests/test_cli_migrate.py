@@ -166,3 +166,33 @@ def test_an_unreachable_database_says_so_without_its_password(monkeypatch, capsy
     err = capsys.readouterr().err
     assert err.startswith("migrate: Could not connect to the database in SUPABASE_DB_URL")
     assert "Sentinel-Pass-42" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "db_url", ["postgresql//postgres:Sentinel-Pass-42@127.0.0.1/db", "postgres:Sentinel-Pass-42@127.0.0.1/db"]
+)
+def test_a_malformed_database_url_is_refused_without_quoting_its_password(
+    monkeypatch, capsys, db_url
+) -> None:
+    monkeypatch.setenv("SUPABASE_URL", "https://project.supabase.test")
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "sb-test-key")
+    monkeypatch.setenv("SUPABASE_DB_URL", db_url)
+
+    assert main(["migrate"]) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith("migrate: SUPABASE_DB_URL must be a URL like postgresql://")
+    assert "Sentinel-Pass-42" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_local_store_folder_that_cannot_be_made_names_its_variable(monkeypatch, capsys, tmp_path) -> None:
+    for name in ("SUPABASE_URL", "NEXT_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    monkeypatch.setenv("KLAVIYO_DAGSTER_DATA_DIR", str(in_the_way))
+
+    assert main(["migrate"]) == 2
+
+    err = capsys.readouterr().err
+    assert "KLAVIYO_DAGSTER_DATA_DIR" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

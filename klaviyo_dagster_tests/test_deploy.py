@@ -186,16 +186,21 @@ def _bash_blocks(section: str) -> list[str]:
     return re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
 
 
+# A command that first sets a variable from another one, as in ``KEYS=$(...) && dagster ...``.
+_ASSIGNED_FIRST = re.compile(r"^[A-Z_]+=\$\(.*?\) && ")
+
+
 def _command_lines(section: str, program: str) -> list[str]:
-    """Each ``program`` command of the section's bash blocks as one line, with the variables set so
-    far (the blocks read as one shell session: ``ACCOUNT=`` is set once)."""
+    """Each ``program`` command of the section's bash blocks as one line (with what sets its
+    variables first, if anything), with the variables set so far substituted (the blocks read as
+    one shell session: ``ACCOUNT=`` is set once)."""
     lines = []
     variables: dict[str, str] = {}
     for block in _bash_blocks(section):
-        joined = block.replace("\\\n", " ")
-        variables.update(re.findall(r"^([A-Z_]+)=(\S+)", joined, flags=re.MULTILINE))
+        joined = block.replace("\\\n", " ").replace("&&\n", "&& ")
+        variables.update(re.findall(r"^([A-Z_]+)=([^$\s]\S*)", joined, flags=re.MULTILINE))
         for line in joined.splitlines():
-            if line.startswith(program):
+            if _ASSIGNED_FIRST.sub("", line).startswith(program):
                 for name, value in variables.items():
                     line = line.replace(f"${name}", value)
                 lines.append(line)
@@ -204,7 +209,9 @@ def _command_lines(section: str, program: str) -> list[str]:
 
 def _commands(section: str, program: str) -> list[list[str]]:
     """Each ``program`` command of the section's bash blocks as argv (see ``_command_lines``)."""
-    return [shlex.split(line, comments=True) for line in _command_lines(section, program)]
+    return [
+        shlex.split(_ASSIGNED_FIRST.sub("", line), comments=True) for line in _command_lines(section, program)
+    ]
 
 
 def _option(argv: list[str], flag: str) -> str:
@@ -250,15 +257,16 @@ def test_the_documented_backfills_queue_one_account_and_the_dates_asked(
     account = re.search(r"--account \"?([0-9a-f-]{36})", ranges[0]).group(1)  # type: ignore[union-attr]
     # Another account registered first: a range must not spill into its partitions.
     instance.add_dynamic_partitions("klaviyo_accounts", [OTHER_ACCOUNT, account])
+    # A typo in a date makes no key list, and then no backfill (not `--partitions ""`: every partition).
+    reversed_dates = ranges[0].replace(
+        "--from 2026-11-01 --to 2026-11-07", "--from 2026-11-07 --to 2026-11-01"
+    )
+    assert reversed_dates != ranges[0]
+    refused = _bash(reversed_dates, instance_env)
+    assert refused.returncode == 2 and "is before --from" in refused.stderr
+    assert instance.get_runs() == []
     for line in ranges:
-        result = subprocess.run(
-            ["bash", "-c", line],
-            cwd=PROJECT_ROOT,
-            env={**os.environ, **instance_env},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = _bash(line, instance_env)
         assert result.returncode == 0, result.stdout + result.stderr
 
         runs = instance.get_runs(filters=dg.RunsFilter(job_name=_option(shlex.split(line), "-j")))
@@ -269,3 +277,15 @@ def test_the_documented_backfills_queue_one_account_and_the_dates_asked(
             assert run.status == dg.DagsterRunStatus.QUEUED
             assert run.tags[ACCOUNT_TAG] == run.tags[PARTITION_ACCOUNT_TAG] == account
             assert run.tags["dagster/code_location"] == "klaviyo_dagster.definitions"
+
+
+def _bash(line: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``line`` run by bash in the project root, as a user would paste it."""
+    return subprocess.run(
+        ["bash", "-c", line],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

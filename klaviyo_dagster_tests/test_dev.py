@@ -190,6 +190,21 @@ def test_the_dev_environment_hides_supabase_and_switches_automation_off_unless_t
             {AUTOMATION_VAR: "bogus"},
             "KLAVIYO_DAGSTER_AUTOMATION must be 'on' or 'off'",
         ),
+        (
+            ["--port", "3999"],
+            {"KLAVIYO_PARTITIONS_START_DATE": "yesterday"},
+            "must be a date like 2024-01-01",
+        ),
+        (["--port", "3999"], {"KLAVIYO_SETTLING_DELAY_MINUTES": "-1"}, "must be whole minutes"),
+        (
+            ["--port", "3999", "--use-environment"],
+            {
+                "SUPABASE_URL": "https://x.supabase.co",
+                "SUPABASE_SERVICE_ROLE_KEY": "k",
+                "SUPABASE_DB_URL": "pg:SECRETpw@h/db",
+            },
+            "SUPABASE_DB_URL must be a URL like postgresql://",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2_before_anything_starts(arguments, environ, message) -> None:
@@ -204,3 +219,4 @@ def test_a_bad_setting_is_one_line_and_exit_2_before_anything_starts(arguments, 
 
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert "SECRETpw" not in result.stderr

@@ -190,3 +190,25 @@ def test_the_deployments_conversion_metric_applies_unless_the_run_config_names_o
     assert SyncConfig().options("FROM_ENV").conversion_metric_id == "FROM_ENV"
     assert SyncConfig(conversion_metric_id="RUN").options("FROM_ENV").conversion_metric_id == "RUN"
     assert SyncConfig().options(None).conversion_metric_id is None
+
+
+@pytest.mark.parametrize(
+    "db_url",
+    [
+        "postgresql//postgres:PW123secret@127.0.0.1:5432/db",
+        "postgresql:/postgres:PW123secret@127.0.0.1/db",
+        "postgres:PW123secret@127.0.0.1/db",
+        "host=127.0.0.1 password=PW123secret",
+    ],
+)
+def test_a_malformed_database_url_is_refused_without_quoting_it(db_url: str) -> None:
+    env = {
+        "SUPABASE_URL": "https://x.supabase.co",
+        "SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY,
+        "SUPABASE_DB_URL": db_url,
+    }
+    with pytest.raises(
+        StorageConfigError, match="SUPABASE_DB_URL must be a URL like postgresql://"
+    ) as caught:
+        environment.supabase_settings(env)
+    assert "PW123secret" not in str(caught.value)

@@ -11,8 +11,10 @@ run writes nothing). Newest run first:
 - failed before any step did, i.e. it never started (the launch failed, e.g. "user code server
   request timed out", or it did not start in time) or its worker crashed or was stopped (SIGTERM: its
   step fails with ``DagsterExecutionInterruptedError``, the run with ``UNEXPECTED_TERMINATION``):
-  request it again, unless Dagster's own run retries are about to (tag ``dagster/will_retry``), and at
-  most ``max_retries`` times after such failures in a row.
+  request it again, unless Dagster's own run retries are about to (tag ``dagster/will_retry``, trusted
+  for ``RETRY_GRACE_SECONDS`` after the run ended: Dagster sets it, then declines to retry a run of a
+  backfill it already marked complete, as a command-line backfill is at once), and at most
+  ``max_retries`` times after such failures in a row.
 
 Dagster tags a failed run with why (``dagster/failure_reason``); the run's step failures are only read
 when that tag does not tell, at most ``RunHistory.max_event_reads`` runs per evaluation.
@@ -20,6 +22,7 @@ when that tag does not tell, at most ``RunHistory.max_event_reads`` runs per eva
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -44,6 +47,9 @@ def is_dry_run(run: dg.DagsterRun) -> bool:
 # Dagster's own run tags (dagster._core.storage.tags), read here, never written.
 FAILURE_REASON_TAG = "dagster/failure_reason"
 WILL_RETRY_TAG = "dagster/will_retry"
+# Dagster's retry daemon launches a retry within seconds of the failure; a "will retry" run that
+# ended longer ago than this and is still the partition's newest was not retried.
+RETRY_GRACE_SECONDS = 600.0
 # Failure reasons (dagster RunFailureReason) that mean the job's own code failed: a person must look.
 FAILED_IN_CODE = frozenset({"STEP_FAILURE", "JOB_INITIALIZATION_FAILURE"})
 # Failure reasons that mean the run never started, or its worker crashed or was stopped: retryable,
@@ -140,7 +146,7 @@ class RunHistory:
             return Verdict(False, f"last run {newest.status.value.lower()}")
         if self._failed_in_a_step(newest):
             return Verdict(False, "failed in a step: needs a person")
-        if newest.tags.get(WILL_RETRY_TAG) == "true":
+        if newest.tags.get(WILL_RETRY_TAG) == "true" and not _retry_overdue(records[0]):
             return Verdict(False, "Dagster's run retries will retry it")
         tries = 0
         for record in records[: max_retries + 1]:  # enough to see more than max_retries in a row
@@ -183,3 +189,13 @@ def _interrupted(record: dg.EventLogRecord) -> bool:
 def verdict_for(instance: dg.DagsterInstance, account: str, day: date, max_retries: int) -> Verdict:
     """What to do about one partition (one run query)."""
     return RunHistory.load(instance, [(account, day)]).verdict(account, day, max_retries)
+
+
+def _retry_overdue(record: dg.RunRecord) -> bool:
+    """Whether a run Dagster said it would retry ended over ``RETRY_GRACE_SECONDS`` ago."""
+    ended = record.end_time if record.end_time is not None else record.update_timestamp.timestamp()
+    return _now() - ended > RETRY_GRACE_SECONDS
+
+
+def _now() -> float:
+    return time.time()

@@ -9,6 +9,7 @@ import sys
 import uvicorn
 
 from klaviyo_dagster import environment
+from klaviyo_dagster.storage.supabase_objects import StorageConfigError
 from klaviyo_dagster.trigger.app import create_app, log
 from klaviyo_dagster.trigger.server import server_config
 from klaviyo_dagster.trigger.settings import SECRET_ENV_VAR, TriggerSettings
@@ -16,14 +17,19 @@ from klaviyo_dagster.trigger.settings import SECRET_ENV_VAR, TriggerSettings
 
 def main(argv: list[str] | None = None) -> int:
     """Serves the trigger until interrupted (uvicorn, guarded: server.py)."""
+    try:
+        host, port = environment.trigger_host(), environment.trigger_port()
+        settings = TriggerSettings.from_env()
+    except (ValueError, StorageConfigError) as exc:  # a malformed setting: one line, nothing served
+        print(f"trigger: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m klaviyo_dagster.trigger", description=__doc__)
-    parser.add_argument("--host", default=environment.trigger_host())
-    parser.add_argument("--port", type=int, default=environment.trigger_port())
+    parser.add_argument("--host", default=host)
+    parser.add_argument("--port", type=int, default=port)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Klaviyo call in a dry run
-    settings = TriggerSettings.from_env()
     if settings.secret is None:
         log.warning("%s is not set: every request will be refused with 401", SECRET_ENV_VAR)
     log.info(

@@ -10,6 +10,7 @@ without a restart.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,17 +52,26 @@ MAX_JSON_DEPTH = 16  # nesting levels of a POST body; the contract needs 2
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    """The variable ``name`` as a positive number, ``default`` when unset or blank; ValueError otherwise."""
+    """The variable ``name`` as a positive finite number, ``default`` when unset or blank;
+    ValueError naming it otherwise."""
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a positive number, got {raw!r}") from None
-    if value <= 0:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {raw!r}")
     return value
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    """The variable ``name`` as a whole number of at least 1; ValueError naming it otherwise."""
+    value = _positive(env, name, default)
+    if value != int(value):
+        raise ValueError(f"{name} must be a whole number of at least 1, got {env.get(name)!r}")
+    return int(value)
 
 
 @dataclass
@@ -87,16 +97,19 @@ class TriggerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TriggerSettings:
+        """Raises ``ValueError`` or ``StorageConfigError`` naming the first malformed variable, so the
+        service refuses to start rather than answer every request with 500."""
         env = os.environ if env is None else env
+        environment.check(env)
         return cls(
             env=env,
             dagster_url=(env.get(DAGSTER_URL_ENV_VAR) or DEFAULT_DAGSTER_URL).rstrip("/"),
             dagster_location=env.get(DAGSTER_LOCATION_ENV_VAR) or DEFAULT_DAGSTER_LOCATION,
-            max_body_bytes=int(_positive(env, MAX_BODY_ENV_VAR, DEFAULT_MAX_BODY_BYTES)),
+            max_body_bytes=_count(env, MAX_BODY_ENV_VAR, DEFAULT_MAX_BODY_BYTES),
             dry_run_timeout_seconds=_positive(env, DRY_RUN_TIMEOUT_ENV_VAR, DEFAULT_DRY_RUN_TIMEOUT_SECONDS),
             header_timeout_seconds=_positive(env, HEADER_TIMEOUT_ENV_VAR, DEFAULT_HEADER_TIMEOUT_SECONDS),
-            max_connections=int(_positive(env, MAX_CONNECTIONS_ENV_VAR, DEFAULT_MAX_CONNECTIONS)),
-            max_header_bytes=int(_positive(env, MAX_HEADER_BYTES_ENV_VAR, DEFAULT_MAX_HEADER_BYTES)),
+            max_connections=_count(env, MAX_CONNECTIONS_ENV_VAR, DEFAULT_MAX_CONNECTIONS),
+            max_header_bytes=_count(env, MAX_HEADER_BYTES_ENV_VAR, DEFAULT_MAX_HEADER_BYTES),
             readiness=environment.readiness(env),
         )
 

@@ -7,6 +7,7 @@ with DST), with the default settling delay of 3 h 05 min.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from dagster._utils.error import SerializableErrorInfo
 
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.resources import IngestStoreResource, ReadinessResource
-from klaviyo_dagster.defs.run_history import MAX_EVENT_READS, WILL_RETRY_TAG, is_dry_run
+from klaviyo_dagster.defs.run_history import MAX_EVENT_READS, RETRY_GRACE_SECONDS, WILL_RETRY_TAG, is_dry_run
 from klaviyo_dagster.defs.schedules import (
     ACCOUNT_TAG,
     TICK,
@@ -370,6 +371,24 @@ def test_catch_up_leaves_a_dates_first_two_hours_to_the_schedule(instance, store
     assert isinstance(catch_up(instance, store, monkeypatch, utc(3, 10, 16, 4)), dg.SkipReason)
     assert keys(catch_up(instance, store, monkeypatch, utc(3, 10, 16, 5))) == [
         f"catch-up:{AUCKLAND}:2026-03-10"
+    ]
+
+
+def test_a_crashed_run_dagster_said_it_would_retry_but_did_not_is_asked_for_again(
+    instance, store, monkeypatch
+) -> None:
+    """A command-line backfill is complete at once: Dagster tags its crashed run ``will_retry`` and
+    then declines to retry it. After the grace period the catch-up sensor asks for the date itself."""
+    register(instance, store, {UTC_STORE: "UTC"})
+    day = date(2026, 3, 9)
+    snapshot_all_but(instance, UTC_STORE, date(2026, 3, 1), day, {day})
+    crashed = add_run(instance, UTC_STORE, day, started=True, tags={WILL_RETRY_TAG: "true"})
+
+    assert isinstance(catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0)), dg.SkipReason)
+    later = time.time() + RETRY_GRACE_SECONDS + 1
+    monkeypatch.setattr("klaviyo_dagster.defs.run_history._now", lambda: later)
+    assert keys(catch_up(instance, store, monkeypatch, utc(3, 10, 12, 0))) == [
+        f"catch-up:{UTC_STORE}:2026-03-09:retry-of:{crashed}"
     ]
 
 
