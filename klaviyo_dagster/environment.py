@@ -105,16 +105,26 @@ def klaviyo_revision(env: Mapping[str, str] | None = None) -> str:
     return _value(env, KLAVIYO_REVISION_VAR) or DEFAULT_REVISION
 
 
+def positive_number(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    """The variable ``name`` as a positive finite number, ``default`` when unset or blank.
+
+    Raises ``ValueError`` naming the variable and quoting what it holds.
+    """
+    raw = _value(env, name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number, got {raw!r}")
+    return value
+
+
 def klaviyo_time_scale(env: Mapping[str, str] | None = None) -> float:
     """``KLAVIYO_TIME_SCALE``, a positive number; 1 (real Klaviyo) when unset."""
-    raw = _value(env, KLAVIYO_TIME_SCALE_VAR) or "1"
-    try:
-        scale = float(raw)
-    except ValueError:
-        scale = math.nan
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"{KLAVIYO_TIME_SCALE_VAR} must be a positive number such as 0.05, got {raw!r}")
-    return scale
+    return positive_number(KLAVIYO_TIME_SCALE_VAR, 1.0, env)
 
 
 def conversion_metric_id(env: Mapping[str, str] | None = None) -> str | None:

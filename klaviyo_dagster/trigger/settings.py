@@ -10,7 +10,6 @@ without a restart.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,24 +50,9 @@ CLAIM_STALE_SECONDS = 300.0
 MAX_JSON_DEPTH = 16  # nesting levels of a POST body; the contract needs 2
 
 
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    """The variable ``name`` as a positive finite number, ``default`` when unset or blank;
-    ValueError naming it otherwise."""
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {raw!r}")
-    return value
-
-
 def _count(env: Mapping[str, str], name: str, default: int) -> int:
     """The variable ``name`` as a whole number of at least 1; ValueError naming it otherwise."""
-    value = _positive(env, name, default)
+    value = environment.positive_number(name, default, env)
     if value != int(value):
         raise ValueError(f"{name} must be a whole number of at least 1, got {env.get(name)!r}")
     return int(value)
@@ -106,8 +90,12 @@ class TriggerSettings:
             dagster_url=(env.get(DAGSTER_URL_ENV_VAR) or DEFAULT_DAGSTER_URL).rstrip("/"),
             dagster_location=env.get(DAGSTER_LOCATION_ENV_VAR) or DEFAULT_DAGSTER_LOCATION,
             max_body_bytes=_count(env, MAX_BODY_ENV_VAR, DEFAULT_MAX_BODY_BYTES),
-            dry_run_timeout_seconds=_positive(env, DRY_RUN_TIMEOUT_ENV_VAR, DEFAULT_DRY_RUN_TIMEOUT_SECONDS),
-            header_timeout_seconds=_positive(env, HEADER_TIMEOUT_ENV_VAR, DEFAULT_HEADER_TIMEOUT_SECONDS),
+            dry_run_timeout_seconds=environment.positive_number(
+                DRY_RUN_TIMEOUT_ENV_VAR, DEFAULT_DRY_RUN_TIMEOUT_SECONDS, env
+            ),
+            header_timeout_seconds=environment.positive_number(
+                HEADER_TIMEOUT_ENV_VAR, DEFAULT_HEADER_TIMEOUT_SECONDS, env
+            ),
             max_connections=_count(env, MAX_CONNECTIONS_ENV_VAR, DEFAULT_MAX_CONNECTIONS),
             max_header_bytes=_count(env, MAX_HEADER_BYTES_ENV_VAR, DEFAULT_MAX_HEADER_BYTES),
             readiness=environment.readiness(env),
