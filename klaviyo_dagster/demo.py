@@ -120,7 +120,13 @@ def embedded_defaults(base_url: str) -> dict[str, str]:
         environment.KLAVIYO_ENABLE_VAR: "true",
         environment.ACCOUNT_ID_VAR: DEMO_ACCOUNT_ID,
         environment.DATA_DIR_VAR: str(environment.data_dir()),
+        # The simulator is on this machine: a proxy set in the shell must not carry its calls away.
+        **{name: _without_proxy_for_localhost(name) for name in ("NO_PROXY", "no_proxy")},
     }
+
+
+def _without_proxy_for_localhost(name: str) -> str:
+    return ",".join(filter(None, [os.environ.get(name, "").strip(", "), "127.0.0.1", "localhost"]))
 
 
 @contextmanager

@@ -259,10 +259,15 @@ def readiness(env: Mapping[str, str] | None = None) -> Readiness:
 def first_partition_date(env: Mapping[str, str] | None = None) -> date:
     """The partitions' first date: ``KLAVIYO_PARTITIONS_START_DATE``, else 2024-01-01."""
     raw = _value(env, PARTITIONS_START_VAR)
+    if not raw:
+        return DEFAULT_PARTITIONS_START
     try:
-        return date.fromisoformat(raw) if raw else DEFAULT_PARTITIONS_START
+        # Only YYYY-MM-DD: date.fromisoformat also takes "20240101" and ISO weeks, which no key uses.
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", raw):
+            return date.fromisoformat(raw)
     except ValueError:
-        raise ValueError(f"{PARTITIONS_START_VAR} must be a date like 2024-01-01, got {raw!r}") from None
+        pass
+    raise ValueError(f"{PARTITIONS_START_VAR} must be a date like 2024-01-01, got {raw!r}")
 
 
 def automation_on(env: Mapping[str, str] | None = None) -> bool:

@@ -49,6 +49,7 @@ def test_the_demo_ignores_supabase_settings_in_the_shell_and_prints_no_debug_lin
     monkeypatch.setenv("SUPABASE_URL", "https://production.supabase.test")
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "sb-production-key")
     monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://nobody@127.0.0.1:1/production")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a corporate proxy: not for the simulator
     out = io.StringIO()
 
     with dg.DagsterInstance.ephemeral() as instance:

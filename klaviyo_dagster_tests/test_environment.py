@@ -122,8 +122,9 @@ def test_partitions_start_and_automation_name_their_variable_when_wrong() -> Non
     assert environment.first_partition_date({"KLAVIYO_PARTITIONS_START_DATE": "2026-11-01"}) == date(
         2026, 11, 1
     )
-    with pytest.raises(ValueError, match="KLAVIYO_PARTITIONS_START_DATE must be a date"):
-        environment.first_partition_date({"KLAVIYO_PARTITIONS_START_DATE": "yesterday"})
+    for bad in ("yesterday", "20240101", "2024-W01-1", "2024-02-30"):
+        with pytest.raises(ValueError, match="KLAVIYO_PARTITIONS_START_DATE must be a date"):
+            environment.first_partition_date({"KLAVIYO_PARTITIONS_START_DATE": bad})
     assert environment.automation_on({}) and environment.automation_on({"KLAVIYO_DAGSTER_AUTOMATION": " "})
     assert not environment.automation_on({"KLAVIYO_DAGSTER_AUTOMATION": "OFF"})
     with pytest.raises(ValueError, match="KLAVIYO_DAGSTER_AUTOMATION must be 'on' or 'off'"):
