@@ -189,7 +189,7 @@ def _metadata(summary: CsvSummary, session: SyncSession, file: CsvFile, stats: C
         "klaviyo_calls_by_group": dg.MetadataValue.json(stats.as_dict()),
         "klaviyo_answers_reused": session.client.answers_reused,
         "reconciliation": dg.MetadataValue.json(
-            {name: _rounded(value) for name, value in summary.reconciliation.items()}
+            {name: readable_number(value) for name, value in summary.reconciliation.items()}
         ),
     }
 
@@ -275,6 +275,10 @@ subscribers_csv = _ingest_asset(
 INGEST_ASSETS = (flows_csv, campaigns_csv, subscribers_csv)
 
 
-def _rounded(value: object) -> object:
-    """A reconciliation figure as a person reads it: money to the cent (the check compares exact ones)."""
-    return round(value, 2) if isinstance(value, float) else value
+def readable_number(value: object) -> object:
+    """A figure as a person reads it in metadata: counts whole, money and rates to 2 decimals (the
+    files, the rows and the checks keep the exact values). Anything but a number is left as it is."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    rounded = round(float(value), 2)
+    return int(rounded) if rounded.is_integer() else rounded

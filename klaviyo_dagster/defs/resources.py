@@ -243,9 +243,8 @@ class IngestStoreResource(dg.ConfigurableResource):
         return self._store
 
     def _open_store(self) -> IngestStore:
-        bucket = self.bucket
         if not (self.supabase_url or self.service_role_key or self.db_url):
-            return local_store(Path(self.data_dir), bucket)
+            return local_store(Path(self.data_dir), self.bucket)
         if not (self.supabase_url and self.service_role_key and self.db_url):
             raise StorageConfigError(
                 "The Supabase store needs supabase_url, service_role_key and db_url together "
@@ -255,7 +254,7 @@ class IngestStoreResource(dg.ConfigurableResource):
             self.supabase_url,
             self.service_role_key,
             self.db_url,
-            bucket,
+            self.bucket,
             timeout=httpx.Timeout(
                 self.storage_timeout_seconds, connect=min(10.0, self.storage_timeout_seconds)
             ),

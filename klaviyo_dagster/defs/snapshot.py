@@ -15,7 +15,13 @@ import dagster as dg
 from pydantic import Field
 
 from klaviyo_dagster import environment
-from klaviyo_dagster.defs.assets import CAMPAIGNS_CSV, FLOWS_CSV, INGEST_OWNERS, SUBSCRIBERS_CSV
+from klaviyo_dagster.defs.assets import (
+    CAMPAIGNS_CSV,
+    FLOWS_CSV,
+    INGEST_OWNERS,
+    SUBSCRIBERS_CSV,
+    readable_number,
+)
 from klaviyo_dagster.defs.batch import pending_dates
 from klaviyo_dagster.defs.io_managers import OBJECT_NAMES, StoredCsv, staging_run_id
 from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_key
@@ -229,17 +235,12 @@ def _result_metadata(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"upload_id": upload_id, "snapshot_id": snapshot_id, "store": store.describe()}
     if metrics is not None:
-        result.update({f"total_{key}": _readable(metrics.totals.get(key, 0)) for key in HEADLINE_TOTALS})
+        result.update(
+            {f"total_{key}": readable_number(metrics.totals.get(key, 0)) for key in HEADLINE_TOTALS}
+        )
         result["last_email_date"] = metrics.last_email_date.isoformat() if metrics.last_email_date else ""
         result["series_days"] = len({point.day for point in metrics.series})
     return result
-
-
-def _readable(value: float) -> int | float:
-    """A headline total as a person reads it: counts whole, money and percentages to 2 decimals
-    (the snapshot's rows keep the exact values; ``processing/metrics.py``)."""
-    rounded = round(float(value), 2)
-    return int(rounded) if rounded.is_integer() else rounded
 
 
 def _checks(
