@@ -8,6 +8,7 @@ import dagster as dg
 
 from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.cleanup import klaviyo_cleanup_job, klaviyo_cleanup_schedule
+from klaviyo_dagster.defs.executor import run_executor
 from klaviyo_dagster.defs.io_managers import INGEST_IO_MANAGER_KEY, IngestStoreIOManager
 from klaviyo_dagster.defs.jobs import klaviyo_dry_run_job, klaviyo_ingest_job
 from klaviyo_dagster.defs.resources import (
@@ -58,12 +59,9 @@ def pipeline_resources(
 
 
 # Each step in its own process (the three CSVs run in parallel), forked from a server that has
-# imported this code location once per run, instead of a fresh interpreter per step that imports
-# Dagster and this package again (about a second of CPU each): most of a run's own cost when its
-# Klaviyo reads are shared (README, "Backfill missed dates"). Dagster's docs, "Executors".
-RUN_EXECUTOR = dg.multiprocess_executor.configured(
-    {"start_method": {"forkserver": {"preload_modules": [__name__]}}}, name="multiprocess_forkserver_executor"
-)
+# imported this code location once per run; a later run of a batch, whose Klaviyo reads are shared,
+# runs its steps in the run worker instead (defs/executor.py). Dagster's docs, "Executors".
+RUN_EXECUTOR = run_executor(preload_module=__name__)
 
 
 def with_store_kinds(store: IngestStoreResource) -> list[dg.AssetsDefinition]:

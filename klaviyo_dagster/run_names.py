@@ -27,6 +27,9 @@ ACCOUNT_TAG = "klaviyo/account"  # on every run of an account; the run queue all
 PARTITION_TAG = "dagster/partition"  # Dagster's own: the whole key, and one per dimension below
 DATE_PARTITION_TAG = f"{PARTITION_TAG}/{DATE_DIMENSION}"
 ACCOUNT_PARTITION_TAG = f"{PARTITION_TAG}/{ACCOUNT_DIMENSION}"
+# Dagster's tags on runs its automation or a backfill launched: such runs share the day's Klaviyo
+# reads of their account; a run launched by hand for one date reads afresh (producers/shared.py).
+AUTOMATION_TAGS = ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")
 
 
 # Dates in one list: about 48 KB of keys, within what one shell argument may hold (128 KB on Linux).

@@ -28,7 +28,7 @@ from klaviyo_dagster.producers.options import SyncOptions
 from klaviyo_dagster.producers.reconcile import Verdict
 from klaviyo_dagster.producers.shared import SharedFetches
 from klaviyo_dagster.producers.sync import CAMPAIGNS, FLOWS, SUBSCRIBERS, CsvFile, SyncFailed, SyncSession
-from klaviyo_dagster.run_names import DRY_RUN_JOB_NAME
+from klaviyo_dagster.run_names import AUTOMATION_TAGS, DRY_RUN_JOB_NAME
 from klaviyo_dagster.storage.fetch_cache import FetchCacheNotMigrated, open_fetch_cache
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import TIMEZONE_FROM_RUN, IngestTables
@@ -37,7 +37,6 @@ INGEST_GROUP = "klaviyo_ingest"
 # Who answers for the ingest assets in the UI (Dagster owners: an email or "team:<name>").
 INGEST_OWNERS = ["team:klaviyo-dagster"]
 # Tags Dagster puts on the runs it launches by itself: a schedule's, a sensor's, a backfill's.
-AUTOMATION_TAGS = ("dagster/schedule_name", "dagster/sensor_name", "dagster/backfill")
 FLOWS_CSV = dg.AssetKey("flows_csv")
 CAMPAIGNS_CSV = dg.AssetKey("campaigns_csv")
 SUBSCRIBERS_CSV = dg.AssetKey("subscribers_csv")

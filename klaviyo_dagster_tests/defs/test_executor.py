@@ -1,0 +1,206 @@
+"""Runs outside the test process: each step in its own process, forked from one server per run,
+unless the run reads back what an earlier run of its account fetched today."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from klaviyo_dagster.definitions import RUN_EXECUTOR, defs
+from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
+from klaviyo_dagster.defs.executor import shares_reads_of_an_earlier_run
+from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
+from klaviyo_dagster.defs.snapshot import SNAPSHOT
+from klaviyo_dagster.environment import DATA_DIR_VAR as DATA_DIR_ENV_VAR
+from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG, INGEST_JOB_NAME
+from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
+from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION
+from klaviyo_dagster_tests.paths import PROJECT_ROOT
+from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
+
+ASSETS = [*INGEST_ASSET_KEYS, SNAPSHOT]
+SUCCESS, FAILURE = dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE
+
+
+def test_every_job_and_the_asset_pages_runs_use_the_run_executor() -> None:
+    definitions = defs()
+    jobs = [definitions.resolve_job_def(name) for name in ("klaviyo_ingest", "klaviyo_dry_run")]
+    jobs.append(
+        definitions.resolve_implicit_global_asset_job_def()
+    )  # what the UI's "Materialize" and backfills run
+
+    assert {job.executor_def.name for job in jobs} == {RUN_EXECUTOR.name}
+
+
+@pytest.mark.usefixtures("tiny_store_env")
+def test_a_run_launched_from_the_cli_runs_each_step_in_its_own_process_and_materializes_every_asset(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT_ID])
+    env = {**os.environ, "DAGSTER_HOME": str(home), DATA_DIR_ENV_VAR: str(tmp_path / "data")}
+
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "dagster", "asset", "materialize", "-m", "klaviyo_dagster.definitions"),
+            *(
+                "--select",
+                ",".join(key.to_user_string() for key in ASSETS),
+                "--partition",
+                str(TINY_PARTITION),
+            ),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs()
+        events = [record.dagster_event for record in instance.all_logs(run.run_id)]
+    step_pids = {
+        event.step_key: event.event_specific_data.metadata["pid"].value  # type: ignore[union-attr]
+        for event in events
+        if event is not None and event.event_type == dg.DagsterEventType.STEP_WORKER_STARTED
+    }
+    materialized = {
+        event.asset_key for event in events if event is not None and event.is_step_materialization
+    }
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    assert set(materialized) == set(ASSETS)
+    assert len(set(step_pids.values())) == len(step_pids) == len(ASSETS)  # one process per step
+    assert str(os.getpid()) not in step_pids.values()
+
+
+def ingest_job() -> dg.JobDefinition:
+    """The code location's job, rebuilt in each step process (``dg.reconstructable``)."""
+    return defs().resolve_job_def(INGEST_JOB_NAME)
+
+
+def partition_tags(day: date, **more: str) -> dict[str, str]:
+    key = partition_key(ACCOUNT_ID, day)
+    return {
+        "dagster/partition": str(key),
+        DATE_PARTITION_TAG: day.isoformat(),
+        ACCOUNT_PARTITION_TAG: ACCOUNT_ID,
+        **more,
+    }
+
+
+def step_worker_pids(result: dg.ExecuteJobResult) -> set[int]:
+    return {
+        int(event.event_specific_data.metadata["pid"].value)  # type: ignore[union-attr]
+        for event in result.all_events
+        if event.event_type == dg.DagsterEventType.STEP_WORKER_STARTED
+    }
+
+
+def materialized(result: dg.ExecuteJobResult) -> set[dg.AssetKey]:
+    return {event.asset_key for event in result.all_events if event.is_step_materialization}  # type: ignore[misc]
+
+
+@pytest.mark.usefixtures("tiny_store_env")
+def test_a_backfills_later_dates_run_their_steps_in_the_run_worker_and_the_first_in_step_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV_VAR, str(tmp_path / "data"))
+    monkeypatch.setenv("KLAVIYO_TIME_SCALE", str(TINY_TIME_SCALE))
+    backfill = {"dagster/backfill": "abcdefgh"}
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT_ID])
+        job = dg.reconstructable(ingest_job)
+        with dg.execute_job(job, instance, tags=partition_tags(PARTITION_DATE, **backfill)) as first:
+            first_pids = step_worker_pids(first)
+            assert first.success and materialized(first) == set(ASSETS)
+        later_date = PARTITION_DATE - timedelta(days=1)
+        with dg.execute_job(job, instance, tags=partition_tags(later_date, **backfill)) as later:
+            later_pids = step_worker_pids(later)
+            assert later.success and materialized(later) == set(ASSETS)
+            later_logs = [record.user_message for record in instance.all_logs(later.run_id)]
+        # Launched by hand, a date reads Klaviyo afresh: its steps get their own processes again.
+        with dg.execute_job(job, instance, tags=partition_tags(later_date)) as by_hand:
+            by_hand_pids = step_worker_pids(by_hand)
+            assert by_hand.success
+
+    assert len(first_pids) == len(ASSETS) and len(by_hand_pids) == len(ASSETS)
+    assert later_pids == set()
+    assert any("run one after another in the run worker" in message for message in later_logs)
+
+
+def a_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, **tags: str) -> dg.DagsterRun:
+    run = dg.DagsterRun(job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags=tags, status=status)
+    return instance.add_run(run)
+
+
+BACKFILL = {"dagster/backfill": "abcdefgh"}
+OF_THE_ACCOUNT = {ACCOUNT_PARTITION_TAG: ACCOUNT_ID}
+
+
+@pytest.mark.parametrize(
+    ("earlier_status", "earlier_tags", "run_tags", "run_config", "shares"),
+    [
+        pytest.param(SUCCESS, OF_THE_ACCOUNT, {**OF_THE_ACCOUNT, **BACKFILL}, {}, True, id="backfill"),
+        pytest.param(
+            SUCCESS, OF_THE_ACCOUNT, {**OF_THE_ACCOUNT, "dagster/sensor_name": "c"}, {}, True, id="catch-up"
+        ),
+        pytest.param(SUCCESS, OF_THE_ACCOUNT, OF_THE_ACCOUNT, {}, False, id="launched by hand"),
+        pytest.param(
+            SUCCESS,
+            OF_THE_ACCOUNT,
+            {**OF_THE_ACCOUNT, **BACKFILL},
+            {"ops": {"subscribers_csv": {"config": {"share_fetches": False}}}},
+            False,
+            id="sharing turned off",
+        ),
+        pytest.param(
+            FAILURE, OF_THE_ACCOUNT, {**OF_THE_ACCOUNT, **BACKFILL}, {}, False, id="earlier run failed"
+        ),
+        pytest.param(
+            SUCCESS,
+            {ACCOUNT_PARTITION_TAG: "another"},
+            {**OF_THE_ACCOUNT, **BACKFILL},
+            {},
+            False,
+            id="another account's run",
+        ),
+        pytest.param(SUCCESS, OF_THE_ACCOUNT, BACKFILL, {}, False, id="a run of no account"),
+    ],
+)
+def test_a_run_shares_reads_when_launched_by_automation_after_a_run_of_its_account_succeeded_today(
+    instance: dg.DagsterInstance,
+    earlier_status: dg.DagsterRunStatus,
+    earlier_tags: dict[str, str],
+    run_tags: dict[str, str],
+    run_config: dict,
+    shares: bool,
+) -> None:
+    a_run(instance, earlier_status, **earlier_tags)
+    run = dg.DagsterRun(
+        job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags=run_tags, run_config=run_config
+    )
+
+    assert shares_reads_of_an_earlier_run(instance, run) is shares
+
+
+def test_a_success_before_utc_midnight_is_not_shared(instance: dg.DagsterInstance) -> None:
+    a_run(instance, SUCCESS, **OF_THE_ACCOUNT)
+    run = dg.DagsterRun(
+        job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags={**OF_THE_ACCOUNT, **BACKFILL}
+    )
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+
+    assert shares_reads_of_an_earlier_run(instance, run, now=tomorrow) is False
+    assert shares_reads_of_an_earlier_run(instance, run) is True
