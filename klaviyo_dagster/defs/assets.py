@@ -82,7 +82,7 @@ def produce(
         metadata = _metadata(summary, session, file, client.stats)
     if file is not SUBSCRIBERS and not options.is_dry_run:  # the window files read the zone anyway
         _record_timezone(context, accounts.tables, account_id, session.timezone)
-    verdict = file.reconcile(path, summary.reconciliation)
+    verdict = session.reconcile(file, path, summary)
     for note in _notes(session, file, verdict):
         context.log.warning(f"{file.filename}: {note}")
     check = _reconciliation_check(verdict, options.is_dry_run)

@@ -80,9 +80,16 @@ def reconcile_campaigns(path: Path, reconciliation: Mapping[str, Any]) -> Verdic
     return Verdict(not problems, tuple(problems), verdict.figures)
 
 
-def reconcile_subscribers(path: Path, reconciliation: Mapping[str, Any]) -> Verdict:
-    """subscribers.csv against the profiles seen: records in the file, written + dropped = seen."""
-    records = _record_count(path)
+def reconcile_subscribers(
+    path: Path, reconciliation: Mapping[str, Any], records: int | None = None
+) -> Verdict:
+    """subscribers.csv against the profiles seen: records in the file, written + dropped = seen.
+
+    ``records`` is the file's record count when it is already known, for a copy whose SHA-256 is that
+    of a file which reconciled (the audience a later run reads back, ``producers/shared.py``); by
+    default the records are counted in the file.
+    """
+    records = _record_count(path) if records is None else records
     seen = reconciliation.get("profiles_seen", 0)
     written = reconciliation.get("profiles_written", 0)
     dropped = reconciliation.get("profiles_dropped", {})

@@ -140,6 +140,14 @@ class SyncSession:
             self._prefetch_campaign_values(self.shared)
         return built
 
+    def reconcile(self, file: CsvFile, path: Path, summary: CsvSummary) -> Verdict:
+        """``file`` as written at ``path`` against what Klaviyo reported (``summary``). An audience
+        read back is the first run's file byte for byte (SHA-256, ``_shared_audience``), which
+        reconciled when that run built it: its records are taken from the record, not counted again."""
+        if file is SUBSCRIBERS and self.audience_reused:
+            return reconcile_subscribers(path, summary.reconciliation, records=summary.rows)
+        return file.reconcile(path, summary.reconciliation)
+
     def _prefetch_campaign_values(self, shared: SharedFetches) -> None:
         """The values reports of the batch's next dates (up to ``PREFETCH_DATES``), made while this
         run's audience scan keeps it busy anyway, and only while the daily quota has room: this run

@@ -20,6 +20,7 @@ from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
 from klaviyo_dagster.environment import DATA_DIR_VAR as DATA_DIR_ENV_VAR
 from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG, INGEST_JOB_NAME
+from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
 from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION
 from klaviyo_dagster_tests.paths import PROJECT_ROOT
@@ -116,28 +117,38 @@ def materialized(result: dg.ExecuteJobResult) -> set[dg.AssetKey]:
 def test_a_backfills_later_dates_run_their_steps_in_the_run_worker_and_the_first_in_step_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(DATA_DIR_ENV_VAR, str(tmp_path / "data"))
+    data = tmp_path / "data"
+    monkeypatch.setenv(DATA_DIR_ENV_VAR, str(data))
     monkeypatch.setenv("KLAVIYO_TIME_SCALE", str(TINY_TIME_SCALE))
     backfill = {"dagster/backfill": "abcdefgh"}
+    later_date = PARTITION_DATE - timedelta(days=1)
+    later_upload = data / "objects" / "preauth-uploads" / nightly_upload_id(ACCOUNT_ID, later_date)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT_ID])
         job = dg.reconstructable(ingest_job)
         with dg.execute_job(job, instance, tags=partition_tags(PARTITION_DATE, **backfill)) as first:
             first_pids = step_worker_pids(first)
             assert first.success and materialized(first) == set(ASSETS)
-        later_date = PARTITION_DATE - timedelta(days=1)
         with dg.execute_job(job, instance, tags=partition_tags(later_date, **backfill)) as later:
             later_pids = step_worker_pids(later)
             assert later.success and materialized(later) == set(ASSETS)
             later_logs = [record.user_message for record in instance.all_logs(later.run_id)]
+        in_process_files = published_files(later_upload)
         # Launched by hand, a date reads Klaviyo afresh: its steps get their own processes again.
         with dg.execute_job(job, instance, tags=partition_tags(later_date)) as by_hand:
             by_hand_pids = step_worker_pids(by_hand)
             assert by_hand.success
+        step_processes_files = published_files(later_upload)
 
     assert len(first_pids) == len(ASSETS) and len(by_hand_pids) == len(ASSETS)
     assert later_pids == set()
     assert any("run one after another in the run worker" in message for message in later_logs)
+    assert in_process_files == step_processes_files  # the same three files, byte for byte
+    assert sorted(in_process_files) == ["campaigns.csv", "flows.csv", "subscribers.csv"]
+
+
+def published_files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.glob("*.csv")}
 
 
 def a_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, **tags: str) -> dg.DagsterRun:

@@ -4,6 +4,7 @@ definition and one flow-series call per 60 days of windows."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from datetime import date, timedelta
@@ -13,8 +14,9 @@ import pytest
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.producers.options import SyncOptions
+from klaviyo_dagster.producers.reconcile import reconcile_subscribers
 from klaviyo_dagster.producers.shared import MAX_DAILY_SERIES_DAYS, SharedFetches
-from klaviyo_dagster.producers.sync import FILES, SyncSession
+from klaviyo_dagster.producers.sync import FILES, SUBSCRIBERS, SyncSession
 from klaviyo_dagster.producers.window import Window
 from klaviyo_dagster.sim import DEFAULT_API_KEY, SimulatorServer
 from klaviyo_dagster.storage.fetch_cache import FetchCache, open_fetch_cache
@@ -168,6 +170,31 @@ def test_a_published_audience_that_changed_since_is_built_again(
     again = _files(sim, second, options, _shared(tmp_path, second, []))["subscribers.csv"]
 
     assert again == built and _operations(sim)["get_profiles"] > 0
+
+
+def test_an_audience_read_back_reconciles_with_the_records_of_the_file_it_copies(
+    simulator_factory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KLAVIYO_ENABLE", "true")
+    sim = simulator_factory(profiles=120, flows=2, seed=4, anchor=ANCHOR, time_scale=TIME_SCALE)
+    options = SyncOptions(days=1)
+    first, second = ANCHOR - timedelta(days=1), ANCHOR - timedelta(days=2)
+    _files(sim, first, options, _shared(tmp_path, first, [second]))
+
+    with KlaviyoClient(
+        DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY, time_scale=TIME_SCALE
+    ) as client:
+        session = SyncSession(client, options, second, _shared(tmp_path, second, []))
+        path, summary = session.write_to_temp(SUBSCRIBERS)
+        verdict = session.reconcile(SUBSCRIBERS, path, summary)
+    with path.open(encoding="utf-8", newline="") as text:
+        records = len(list(csv.reader(text))) - 1
+    one_too_many = reconcile_subscribers(path, summary.reconciliation, records=records + 1)
+    path.unlink()
+
+    assert session.audience_reused and verdict.passed
+    assert verdict.figures["file_records"] == records == summary.rows > 0
+    assert not one_too_many.passed  # the count taken from the record is the one checked
 
 
 class _NoStore:

@@ -109,6 +109,23 @@ def test_a_bad_staged_file_fails_before_anything_moves(
     assert_old_still_shown(published, tmp_path)
 
 
+def test_a_staged_record_of_another_width_is_named_by_its_line(
+    published: IngestStore, tmp_path: Path
+) -> None:
+    files = run_files(NEW.run_id, days=3)
+    header, rest = files["subscribers.csv"].split(b"\n", 1)
+    files["subscribers.csv"] = header + b"\nc@example.com\n" + rest  # line 2, one field
+    stage(published.objects, NEW, tmp_path, files)
+    width = len(header.split(b","))
+
+    with pytest.raises(
+        StagedFileInvalid, match=rf"staged subscribers\.csv line 2 has 1 fields, its header {width}"
+    ):
+        publish(published, NEW.request(), timeouts=SHORT)
+
+    assert_old_still_shown(published, tmp_path)
+
+
 def test_a_missing_staged_file_fails_by_name(published: IngestStore, tmp_path: Path) -> None:
     published.objects.remove([staging_key(UPLOAD, NEW.run_id, "subscribers.csv")])
 
