@@ -153,12 +153,17 @@ def test_the_cache_keeps_one_utc_day_and_removes_the_accounts_earlier_days(tmp_p
     assert FetchCache(dialect, "another-account", yesterday).get("get:abc") == {"data": [1]}
 
 
-def test_a_published_audience_that_changed_since_is_built_again(
-    simulator_factory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.fixture
+def small_store(simulator_factory, monkeypatch: pytest.MonkeyPatch) -> SimulatorServer:
+    """120 profiles and 2 flows behind the simulator, Klaviyo enabled."""
     monkeypatch.setenv("KLAVIYO_ENABLE", "true")
-    sim = simulator_factory(profiles=120, flows=2, seed=4, anchor=ANCHOR, time_scale=TIME_SCALE)
-    options = SyncOptions(days=1)
+    return simulator_factory(profiles=120, flows=2, seed=4, anchor=ANCHOR, time_scale=TIME_SCALE)
+
+
+def test_a_published_audience_that_changed_since_is_built_again(
+    small_store: SimulatorServer, tmp_path: Path
+) -> None:
+    sim, options = small_store, SyncOptions(days=1)
     first, second = ANCHOR - timedelta(days=1), ANCHOR - timedelta(days=2)
     built = _files(sim, first, options, _shared(tmp_path, first, [second]))["subscribers.csv"]
     (tmp_path / "changed.csv").write_bytes(built + b"\nextra@example.com")
@@ -173,11 +178,9 @@ def test_a_published_audience_that_changed_since_is_built_again(
 
 
 def test_an_audience_read_back_reconciles_with_the_records_of_the_file_it_copies(
-    simulator_factory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    small_store: SimulatorServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("KLAVIYO_ENABLE", "true")
-    sim = simulator_factory(profiles=120, flows=2, seed=4, anchor=ANCHOR, time_scale=TIME_SCALE)
-    options = SyncOptions(days=1)
+    sim, options = small_store, SyncOptions(days=1)
     first, second = ANCHOR - timedelta(days=1), ANCHOR - timedelta(days=2)
     _files(sim, first, options, _shared(tmp_path, first, [second]))
 
