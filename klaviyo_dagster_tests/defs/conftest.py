@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing.forkserver
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,16 @@ def instance() -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [ACCOUNT_ID])
         yield instance
+
+
+@pytest.fixture
+def own_fork_server() -> Iterator[None]:
+    """Step processes fork from a server started in this test, with its environment. Python keeps one
+    fork server per process: a later test running a job in the same pytest process would otherwise
+    fork from the earlier test's, with its settings (a simulator's URL that is closed by then)."""
+    multiprocessing.forkserver._forkserver._stop()  # "used by unit tests to stop the server" (CPython)
+    yield
+    multiprocessing.forkserver._forkserver._stop()
 
 
 @pytest.fixture

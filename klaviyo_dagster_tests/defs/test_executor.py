@@ -113,7 +113,7 @@ def materialized(result: dg.ExecuteJobResult) -> set[dg.AssetKey]:
     return {event.asset_key for event in result.all_events if event.is_step_materialization}  # type: ignore[misc]
 
 
-@pytest.mark.usefixtures("tiny_store_env")
+@pytest.mark.usefixtures("tiny_store_env", "own_fork_server")
 def test_a_backfills_later_dates_run_their_steps_in_the_run_worker_and_the_first_in_step_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from klaviyo_dagster.definitions import defs
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME
@@ -25,6 +26,7 @@ def ingest_job() -> dg.JobDefinition:
     return defs().resolve_job_def(INGEST_JOB_NAME)
 
 
+@pytest.mark.usefixtures("own_fork_server")
 def test_a_reexecution_from_failure_publishes_the_files_of_both_runs(
     tiny_store_env: SimulatorServer, tmp_path: Path, monkeypatch
 ) -> None:
