@@ -26,31 +26,41 @@ from dagster._core.execution.context.system import PlanOrchestrationContext  # n
 from dagster._core.execution.plan.plan import ExecutionPlan  # not exported; typing only
 from dagster._core.execution.retries import RetryMode  # not exported; typing only
 
+from klaviyo_dagster.defs.assets import SUBSCRIBERS_CSV
+from klaviyo_dagster.defs.run_history import is_dry_run
 from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, AUTOMATION_TAGS
 
 RETRIES_ENABLED: dict[str, Any] = {"enabled": {}}
+# The account's newest successful runs of the day looked at (one query when a run starts).
+EARLIER_RUNS_LOOKED_AT = 20
 
 
 def shares_reads_of_an_earlier_run(
     instance: dg.DagsterInstance, run: dg.DagsterRun, now: datetime | None = None
 ) -> bool:
     """Whether ``run`` will read back what an earlier run of its account fetched today (UTC; ``now``
-    defaults to the clock): it was launched by a backfill, a schedule or a sensor, does not turn
-    sharing off, and a run of the account has succeeded since UTC midnight (the fetch cache keeps a
-    UTC day, producers/shared.py)."""
+    defaults to the clock): it was launched by a backfill, a schedule or a sensor and does not turn
+    sharing off, and since UTC midnight (the fetch cache keeps a UTC day, producers/shared.py) a run
+    of the account succeeded that left the day's reads, its audience among them: a live run that
+    shared and built subscribers.csv (a dry run or a run without sharing leaves nothing)."""
     account = run.tags.get(ACCOUNT_PARTITION_TAG)
     if account is None or not any(tag in run.tags for tag in AUTOMATION_TAGS) or _sharing_off(run):
         return False
     midnight = datetime.combine((now or datetime.now(UTC)).astimezone(UTC).date(), time(), tzinfo=UTC)
-    earlier = instance.get_run_records(
+    records = instance.get_run_records(
         filters=dg.RunsFilter(
             tags={ACCOUNT_PARTITION_TAG: account},
             statuses=[dg.DagsterRunStatus.SUCCESS],
             updated_after=midnight,
         ),
-        limit=1,
+        limit=EARLIER_RUNS_LOOKED_AT,
     )
-    return bool(earlier)
+    return any(_left_the_days_reads(record.dagster_run) for record in records)
+
+
+def _left_the_days_reads(run: dg.DagsterRun) -> bool:
+    built_audience = run.asset_selection is None or SUBSCRIBERS_CSV in run.asset_selection
+    return built_audience and not is_dry_run(run) and not _sharing_off(run)
 
 
 def _sharing_off(run: dg.DagsterRun) -> bool:

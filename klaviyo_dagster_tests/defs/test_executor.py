@@ -14,12 +14,17 @@ import dagster as dg
 import pytest
 
 from klaviyo_dagster.definitions import RUN_EXECUTOR, defs
-from klaviyo_dagster.defs.assets import INGEST_ASSET_KEYS
+from klaviyo_dagster.defs.assets import FLOWS_CSV, INGEST_ASSET_KEYS, SUBSCRIBERS_CSV
 from klaviyo_dagster.defs.executor import shares_reads_of_an_earlier_run
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
 from klaviyo_dagster.environment import DATA_DIR_VAR as DATA_DIR_ENV_VAR
-from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, DATE_PARTITION_TAG, INGEST_JOB_NAME
+from klaviyo_dagster.run_names import (
+    ACCOUNT_PARTITION_TAG,
+    DATE_PARTITION_TAG,
+    DRY_RUN_JOB_NAME,
+    INGEST_JOB_NAME,
+)
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID, TINY_TIME_SCALE
 from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION
@@ -215,3 +220,39 @@ def test_a_success_before_utc_midnight_is_not_shared(instance: dg.DagsterInstanc
 
     assert shares_reads_of_an_earlier_run(instance, run, now=tomorrow) is False
     assert shares_reads_of_an_earlier_run(instance, run) is True
+
+
+NO_SHARING = {"ops": {"subscribers_csv": {"config": {"share_fetches": False}}}}
+
+
+@pytest.mark.parametrize(
+    ("job_name", "run_config", "asset_selection", "shares"),
+    [
+        pytest.param(INGEST_JOB_NAME, {}, None, True, id="the whole job"),
+        pytest.param(INGEST_JOB_NAME, {}, {SUBSCRIBERS_CSV}, True, id="subscribers.csv among its assets"),
+        pytest.param(INGEST_JOB_NAME, {}, {FLOWS_CSV}, False, id="without subscribers.csv"),
+        pytest.param(DRY_RUN_JOB_NAME, {}, None, False, id="a dry run"),
+        pytest.param(INGEST_JOB_NAME, NO_SHARING, None, False, id="an earlier run without sharing"),
+    ],
+)
+def test_only_an_earlier_run_that_left_the_days_audience_counts(
+    instance: dg.DagsterInstance,
+    job_name: str,
+    run_config: dict,
+    asset_selection: set[dg.AssetKey] | None,
+    shares: bool,
+) -> None:
+    earlier = dg.DagsterRun(
+        job_name=job_name,
+        run_id=str(uuid.uuid4()),
+        tags=OF_THE_ACCOUNT,
+        status=SUCCESS,
+        run_config=run_config,
+        asset_selection=frozenset(asset_selection) if asset_selection is not None else None,
+    )
+    instance.add_run(earlier)
+    run = dg.DagsterRun(
+        job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags={**OF_THE_ACCOUNT, **BACKFILL}
+    )
+
+    assert shares_reads_of_an_earlier_run(instance, run) is shares
