@@ -31,7 +31,7 @@ from klaviyo_dagster.defs.run_history import is_dry_run
 from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, AUTOMATION_TAGS
 
 RETRIES_ENABLED: dict[str, Any] = {"enabled": {}}
-# The account's newest successful runs of the day looked at (one query when a run starts).
+# The account's newest successful runs looked at (one query when a run starts).
 EARLIER_RUNS_LOOKED_AT = 20
 
 
@@ -39,23 +39,27 @@ def shares_reads_of_an_earlier_run(
     instance: dg.DagsterInstance, run: dg.DagsterRun, now: datetime | None = None
 ) -> bool:
     """Whether ``run`` will read back what an earlier run of its account fetched today (UTC; ``now``
-    defaults to the clock): it was launched by a backfill, a schedule or a sensor and does not turn
-    sharing off, and since UTC midnight (the fetch cache keeps a UTC day, producers/shared.py) a run
-    of the account succeeded that left the day's reads, its audience among them: a live run that
-    shared and built subscribers.csv (a dry run or a run without sharing leaves nothing)."""
+    defaults to the clock): it is a live run launched by a backfill, a schedule or a sensor that does
+    not turn sharing off, and one of the account's newest successful runs started since UTC midnight
+    (the fetch cache keeps a UTC day, producers/shared.py) and left the day's reads, its audience
+    among them: a live run that shared and built subscribers.csv (a dry run or a run without sharing
+    leaves nothing). A run's start time is Dagster's epoch figure, so neither the database's time
+    zone nor a tag added today to yesterday's run can move it into today."""
     account = run.tags.get(ACCOUNT_PARTITION_TAG)
-    if account is None or not any(tag in run.tags for tag in AUTOMATION_TAGS) or _sharing_off(run):
+    launched_by_automation = any(tag in run.tags for tag in AUTOMATION_TAGS)
+    if account is None or not launched_by_automation or is_dry_run(run) or _sharing_off(run):
         return False
     midnight = datetime.combine((now or datetime.now(UTC)).astimezone(UTC).date(), time(), tzinfo=UTC)
     records = instance.get_run_records(
-        filters=dg.RunsFilter(
-            tags={ACCOUNT_PARTITION_TAG: account},
-            statuses=[dg.DagsterRunStatus.SUCCESS],
-            updated_after=midnight,
-        ),
+        filters=dg.RunsFilter(tags={ACCOUNT_PARTITION_TAG: account}, statuses=[dg.DagsterRunStatus.SUCCESS]),
         limit=EARLIER_RUNS_LOOKED_AT,
     )
-    return any(_left_the_days_reads(record.dagster_run) for record in records)
+    return any(
+        record.start_time is not None
+        and record.start_time >= midnight.timestamp()
+        and _left_the_days_reads(record.dagster_run)
+        for record in records
+    )
 
 
 def _left_the_days_reads(run: dg.DagsterRun) -> bool:

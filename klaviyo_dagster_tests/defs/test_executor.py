@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -156,9 +156,26 @@ def published_files(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in folder.glob("*.csv")}
 
 
-def a_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus, **tags: str) -> dg.DagsterRun:
-    run = dg.DagsterRun(job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags=tags, status=status)
-    return instance.add_run(run)
+def a_run(
+    instance: dg.DagsterInstance, status: dg.DagsterRunStatus, started_at: datetime | None = None, **tags: str
+) -> dg.DagsterRun:
+    run = dg.DagsterRun(job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags=tags)
+    return finished(instance, run, status, started_at)
+
+
+def finished(
+    instance: dg.DagsterInstance,
+    run: dg.DagsterRun,
+    status: dg.DagsterRunStatus,
+    started_at: datetime | None = None,
+) -> dg.DagsterRun:
+    """``run``, stored as it started (at ``started_at``, by default now) and ended with ``status``."""
+    instance.add_run(run)
+    end = {SUCCESS: dg.DagsterEventType.RUN_SUCCESS, FAILURE: dg.DagsterEventType.RUN_FAILURE}[status]
+    for event_type, timestamp in ((dg.DagsterEventType.RUN_START, started_at), (end, None)):
+        event = dg.DagsterEvent(event_type_value=event_type.value, job_name=run.job_name)
+        instance.report_dagster_event(event, run.run_id, timestamp=timestamp and timestamp.timestamp())
+    return run
 
 
 BACKFILL = {"dagster/backfill": "abcdefgh"}
@@ -222,6 +239,31 @@ def test_a_success_before_utc_midnight_is_not_shared(instance: dg.DagsterInstanc
     assert shares_reads_of_an_earlier_run(instance, run) is True
 
 
+def test_a_run_that_started_before_utc_midnight_and_succeeded_after_it_is_not_shared(
+    instance: dg.DagsterInstance,
+) -> None:
+    """Its reads were cached under yesterday's date; a tag added to it today changes nothing."""
+    now = datetime.now(UTC)
+    yesterday_evening = datetime.combine(now.date(), time(), tzinfo=UTC) - timedelta(minutes=5)
+    earlier = a_run(instance, SUCCESS, started_at=yesterday_evening, **OF_THE_ACCOUNT)
+    instance.add_run_tags(earlier.run_id, {"note": "looked at today"})
+    run = dg.DagsterRun(
+        job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags={**OF_THE_ACCOUNT, **BACKFILL}
+    )
+
+    assert shares_reads_of_an_earlier_run(instance, run, now=now) is False
+
+
+def test_a_dry_run_never_counts_as_sharing_reads(instance: dg.DagsterInstance) -> None:
+    """A dry run writes nothing and reads no cache: its three file steps go on side by side."""
+    a_run(instance, SUCCESS, **OF_THE_ACCOUNT)
+    dry_run = dg.DagsterRun(
+        job_name=DRY_RUN_JOB_NAME, run_id=str(uuid.uuid4()), tags={**OF_THE_ACCOUNT, **BACKFILL}
+    )
+
+    assert shares_reads_of_an_earlier_run(instance, dry_run) is False
+
+
 NO_SHARING = {"ops": {"subscribers_csv": {"config": {"share_fetches": False}}}}
 
 
@@ -246,11 +288,10 @@ def test_only_an_earlier_run_that_left_the_days_audience_counts(
         job_name=job_name,
         run_id=str(uuid.uuid4()),
         tags=OF_THE_ACCOUNT,
-        status=SUCCESS,
         run_config=run_config,
         asset_selection=frozenset(asset_selection) if asset_selection is not None else None,
     )
-    instance.add_run(earlier)
+    finished(instance, earlier, SUCCESS)
     run = dg.DagsterRun(
         job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags={**OF_THE_ACCOUNT, **BACKFILL}
     )
