@@ -85,6 +85,7 @@ class SyncSession:
         self.partition_date = partition_date
         self.shared = shared
         self.audience_reused = False  # subscribers.csv came from the day's first run of the account
+        self._audience_record: tuple[str, dict[str, Any]] | None = None  # kept once it reconciles
         if shared is not None:
             client.read_cache = shared.reads
 
@@ -143,10 +144,14 @@ class SyncSession:
     def reconcile(self, file: CsvFile, path: Path, summary: CsvSummary) -> Verdict:
         """``file`` as written at ``path`` against what Klaviyo reported (``summary``). An audience
         read back is the first run's file byte for byte (SHA-256, ``_shared_audience``), which
-        reconciled when that run built it: its records are taken from the record, not counted again."""
+        reconciled when that run built it: its records are taken from the record, not counted again.
+        An audience built here is recorded for the day's later runs only once it reconciles."""
         if file is SUBSCRIBERS and self.audience_reused:
             return reconcile_subscribers(path, summary.reconciliation, records=summary.rows)
-        return file.reconcile(path, summary.reconciliation)
+        verdict = file.reconcile(path, summary.reconciliation)
+        if file is SUBSCRIBERS and verdict.passed and self.shared is not None and self._audience_record:
+            self.shared.responses.put(*self._audience_record)
+        return verdict
 
     def _prefetch_campaign_values(self, shared: SharedFetches) -> None:
         """The values reports of the batch's next dates (up to ``PREFETCH_DATES``), made while this
@@ -174,8 +179,9 @@ class SyncSession:
     def _shared_audience(self, file: CsvFile, shared: SharedFetches) -> tuple[Path, CsvSummary]:
         """subscribers.csv as the account's first run of the day published it, else built here.
 
-        The record names where the file is published and its SHA-256: a file that is missing (its
-        run failed before publishing) or changed since (a rerun of that date) is built again.
+        The record (kept by ``reconcile`` once the file reconciles) names where the file is published
+        and its SHA-256: a file that is missing (its run failed before publishing) or changed since (a
+        rerun of that date) is built again.
         """
         key = audience_record_key(self.audience_options().items())
         kept = shared.responses.get(key)
@@ -199,7 +205,7 @@ class SyncSession:
                 "rows": summary.rows,
                 "reconciliation": dict(summary.reconciliation),
             }
-            shared.responses.put(key, record)
+            self._audience_record = (key, record)
         return path, summary
 
     def _build(self, file: CsvFile) -> tuple[Path, CsvSummary]:

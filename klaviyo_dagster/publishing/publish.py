@@ -64,7 +64,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import psycopg
 
@@ -352,8 +352,9 @@ def _checked_rows(path: Path, name: str) -> int:
         ) from None
 
 
-def _raise_first_misfit(path: Path, name: str, width: int) -> None:
-    """Fails naming the first record of ``path`` that is not ``width`` fields wide."""
+def _raise_first_misfit(path: Path, name: str, width: int) -> NoReturn:
+    """Fails naming the first record of ``path`` that is not ``width`` fields wide (without a line
+    if a second reading finds none: the file changed between the two)."""
     with path.open(encoding="utf-8", newline="") as text:
         reader = csv.reader(text)
         next(reader, None)
@@ -362,6 +363,7 @@ def _raise_first_misfit(path: Path, name: str, width: int) -> None:
                 raise StagedFileInvalid(
                     f"staged {name} line {reader.line_num} has {len(record)} fields, its header {width}"
                 )
+    raise StagedFileInvalid(f"staged {name} has records that are not {width} fields wide, as its header")
 
 
 def _daily_totals(paths: Mapping[str, Path]) -> dict[date, DayTotals]:

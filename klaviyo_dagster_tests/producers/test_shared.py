@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -35,14 +36,16 @@ def _files(
     sim: SimulatorServer, day: date, options: SyncOptions, shared: SharedFetches | None
 ) -> dict[str, bytes]:
     """The three files of one partition, built by a run of their own (a fresh client), and its
-    subscribers.csv published where ``shared`` says, as the snapshot step would."""
+    subscribers.csv published where ``shared`` says, as the snapshot step would; each file reconciles,
+    as its asset checks it."""
     built = {}
     with KlaviyoClient(
         DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY, time_scale=TIME_SCALE
     ) as client:
         session = SyncSession(client, options, day, shared)
         for file in FILES:
-            path, _ = session.write_to_temp(file)
+            path, summary = session.write_to_temp(file)
+            assert session.reconcile(file, path, summary).passed
             built[file.filename] = path.read_bytes()
             if shared is not None and file.kind == "subscribers":
                 assert isinstance(shared.files, LocalObjectStore)
@@ -198,6 +201,31 @@ def test_an_audience_read_back_reconciles_with_the_records_of_the_file_it_copies
     assert session.audience_reused and verdict.passed
     assert verdict.figures["file_records"] == records == summary.rows > 0
     assert not one_too_many.passed  # the count taken from the record is the one checked
+
+
+def test_an_audience_that_does_not_reconcile_is_not_kept_for_the_days_later_runs(
+    small_store: SimulatorServer, tmp_path: Path
+) -> None:
+    sim, options = small_store, SyncOptions(days=1)
+    first, second = ANCHOR - timedelta(days=1), ANCHOR - timedelta(days=2)
+    with KlaviyoClient(
+        DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY, time_scale=TIME_SCALE
+    ) as client:
+        shared = _shared(tmp_path, first, [second])
+        session = SyncSession(client, options, first, shared)
+        path, summary = session.write_to_temp(SUBSCRIBERS)
+        seen = summary.reconciliation["profiles_seen"] + 1  # a profile the file does not account for
+        unaccounted = replace(summary, reconciliation={**summary.reconciliation, "profiles_seen": seen})
+        verdict = session.reconcile(SUBSCRIBERS, path, unaccounted)
+        assert isinstance(shared.files, LocalObjectStore)
+        shared.files.upload(str(shared.audience_key), path)
+    path.unlink()
+    sim.reset()
+
+    _files(sim, second, options, _shared(tmp_path, second, []))
+
+    assert not verdict.passed
+    assert _operations(sim)["get_profiles"] > 0  # the later run scanned the audience itself
 
 
 class _NoStore:

@@ -20,6 +20,7 @@ from klaviyo_dagster.publishing.publish import (
     PublishTimedOut,
     StagedFileInvalid,
     StagedFileMissing,
+    _raise_first_misfit,
     final_key,
     publish,
     staging_folder,
@@ -124,6 +125,15 @@ def test_a_staged_record_of_another_width_is_named_by_its_line(
         publish(published, NEW.request(), timeouts=SHORT)
 
     assert_old_still_shown(published, tmp_path)
+
+
+def test_a_staged_file_that_changes_between_its_two_readings_still_fails(tmp_path: Path) -> None:
+    """The first reading counted a misfit; the second, looking for its line, finds every record fits."""
+    staged = tmp_path / "subscribers.csv"
+    staged.write_text("email,first_name\na@example.com,Ann\n", encoding="utf-8")
+
+    with pytest.raises(StagedFileInvalid, match=r"staged subscribers\.csv has records that are not 2 fields"):
+        _raise_first_misfit(staged, "subscribers.csv", 2)
 
 
 def test_a_missing_staged_file_fails_by_name(published: IngestStore, tmp_path: Path) -> None:
