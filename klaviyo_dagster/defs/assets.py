@@ -109,9 +109,10 @@ def _shared(context: dg.AssetExecutionContext, store: IngestStore, account_id: s
     """
     batch = pending_dates(context.instance, context.run, account_id, context.asset_key)
     audience = object_key(context.partition_key, SUBSCRIBERS_CSV.path[-1])
-    # A run someone launched by hand for one date (the UI, the trigger) reads everything afresh: a
-    # rerun is usually asked for to pick up what changed in Klaviyo. Automated runs and batches share.
-    reuse = bool(batch) or any(tag in context.run.tags for tag in AUTOMATION_TAGS)
+    # A run someone launched by hand (the UI, the trigger) reads everything afresh, even while other
+    # runs of the account wait: a rerun is usually asked for to pick up what changed in Klaviyo. Runs
+    # of a backfill, the schedule or a sensor share; every run leaves its reads for them.
+    reuse = any(tag in context.run.tags for tag in AUTOMATION_TAGS)
     try:
         responses = open_fetch_cache(store.tables.dialect, account_id, reuse=reuse)
         return SharedFetches(responses, store.objects, audience, batch)
