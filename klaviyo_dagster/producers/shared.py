@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
@@ -186,6 +187,11 @@ def _without_timeframe(body: dict[str, Any]) -> dict[str, Any]:
 def audience_record_key(options: Iterable[tuple[str, Any]]) -> str:
     """The key of the record of the day's subscribers.csv, for the options that shape it."""
     return f"audience:{_digest(json.dumps(sorted(options), default=str))}"
+
+
+def source_digest(*modules: ModuleType) -> str:
+    """A digest of the source files of ``modules``: it changes with any release that edits them."""
+    return _digest("".join(Path(str(module.__file__)).read_text(encoding="utf-8") for module in modules))
 
 
 def file_digest(path: Path) -> str:

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
 from klaviyo_dagster.klaviyo.errors import KlaviyoDataError, KlaviyoError
+from klaviyo_dagster.producers import csvfile, profile_slices, seen, subscribers
 from klaviyo_dagster.producers.account import AccountTimezone, account_timezone, conversion_metric_id
 from klaviyo_dagster.producers.campaigns import (
     CAMPAIGNS_HEADER,
@@ -36,12 +37,16 @@ from klaviyo_dagster.producers.reconcile import (
     reconcile_flows,
     reconcile_subscribers,
 )
-from klaviyo_dagster.producers.shared import SharedFetches, audience_record_key, file_digest
+from klaviyo_dagster.producers.shared import SharedFetches, audience_record_key, file_digest, source_digest
 from klaviyo_dagster.producers.subscribers import SUBSCRIBER_HEADERS, write_subscribers_csv
 from klaviyo_dagster.producers.window import Window
 from klaviyo_dagster.storage.objects import CAMPAIGNS_OBJECT, FLOWS_OBJECT, SUBSCRIBERS_OBJECT
 
 log = logging.getLogger(__name__)
+
+# The code that writes subscribers.csv: a day's audience written by another release (deployed since
+# the day's first run) is not read back, its record key differs.
+AUDIENCE_WRITER = source_digest(subscribers, csvfile, profile_slices, seen)
 
 
 @dataclass(frozen=True)
@@ -222,9 +227,10 @@ class SyncSession:
                 raise
 
     def audience_options(self) -> dict[str, object]:
-        """The options subscribers.csv depends on (the audience is as of the run, not of the date)."""
+        """What subscribers.csv depends on (the audience is as of the run, not of the date): its
+        options and the code that writes it."""
         keys = ("audience_schema", "audience_page_size", "audience_max_pages")
-        return {key: getattr(self.options, key) for key in keys}
+        return {**{key: getattr(self.options, key) for key in keys}, "writer": AUDIENCE_WRITER}
 
 
 # Values reports a run asks ahead for its batch: at 2 a minute, 29 take about as long as a mid

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from klaviyo_dagster.klaviyo.client import KlaviyoClient
+from klaviyo_dagster.producers import sync
 from klaviyo_dagster.producers.options import SyncOptions
 from klaviyo_dagster.producers.reconcile import reconcile_subscribers
 from klaviyo_dagster.producers.shared import MAX_DAILY_SERIES_DAYS, SharedFetches
@@ -178,6 +179,21 @@ def test_a_published_audience_that_changed_since_is_built_again(
     again = _files(sim, second, options, _shared(tmp_path, second, []))["subscribers.csv"]
 
     assert again == built and _operations(sim)["get_profiles"] > 0
+
+
+def test_an_audience_written_by_another_release_is_built_again(
+    small_store: SimulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy between the day's first run and a later one: the later run writes the new format."""
+    sim, options = small_store, SyncOptions(days=1)
+    first, second = ANCHOR - timedelta(days=1), ANCHOR - timedelta(days=2)
+    _files(sim, first, options, _shared(tmp_path, first, [second]))
+    monkeypatch.setattr(sync, "AUDIENCE_WRITER", "the next release")
+    sim.reset()
+
+    _files(sim, second, options, _shared(tmp_path, second, []))
+
+    assert _operations(sim)["get_profiles"] > 0
 
 
 def test_an_audience_read_back_reconciles_with_the_records_of_the_file_it_copies(
