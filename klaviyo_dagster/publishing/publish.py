@@ -54,6 +54,7 @@ Plain Python: nothing here knows Dagster. ``run_id`` is any safe key part (Dagst
 
 from __future__ import annotations
 
+import codecs
 import csv
 import logging
 import sqlite3
@@ -335,10 +336,13 @@ def check_staged_files(objects: ObjectStore, request: PublishRequest, folder: Pa
 
 
 def _checked_rows(path: Path, name: str) -> int:
-    """Data records of a CSV file; fails unless it is UTF-8 with a header and records as wide as it."""
+    """Data records of a CSV file; fails unless it is UTF-8 without a byte-order mark or NUL (csv.md,
+    "Common rules"), with a header and RFC 4180 records as wide as it (a quote left open at the end
+    of the file, as a cut-off upload leaves it, or text after a closing quote fails)."""
+    _check_text_bytes(path, name)
     try:
         with path.open(encoding="utf-8", errors="strict", newline="") as text:
-            reader = csv.reader(text)
+            reader = csv.reader(text, strict=True)
             header = next(reader, None)
             if not header or not any(header):
                 raise StagedFileInvalid(f"staged {name} has no header")
@@ -352,11 +356,20 @@ def _checked_rows(path: Path, name: str) -> int:
         ) from None
 
 
+def _check_text_bytes(path: Path, name: str) -> None:
+    with path.open("rb") as raw:
+        if raw.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+            raise StagedFileInvalid(f"staged {name} starts with a byte-order mark; the files are plain UTF-8")
+        raw.seek(0)
+        if any(b"\x00" in block for block in iter(lambda: raw.read(1 << 20), b"")):
+            raise StagedFileInvalid(f"staged {name} holds a NUL byte; the producers drop them (csv.md)")
+
+
 def _raise_first_misfit(path: Path, name: str, width: int) -> NoReturn:
     """Fails naming the first record of ``path`` that is not ``width`` fields wide (without a line
     if a second reading finds none: the file changed between the two)."""
     with path.open(encoding="utf-8", newline="") as text:
-        reader = csv.reader(text)
+        reader = csv.reader(text, strict=True)
         next(reader, None)
         for record in reader:
             if len(record) != width:

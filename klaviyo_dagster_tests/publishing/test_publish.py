@@ -9,6 +9,7 @@ import fcntl
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -122,6 +123,34 @@ def test_a_staged_record_of_another_width_is_named_by_its_line(
     with pytest.raises(
         StagedFileInvalid, match=rf"staged subscribers\.csv line 2 has 1 fields, its header {width}"
     ):
+        publish(published, NEW.request(), timeouts=SHORT)
+
+    assert_old_still_shown(published, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        pytest.param(lambda b: b"\xef\xbb\xbf" + b, "starts with a byte-order mark", id="BOM"),
+        pytest.param(lambda b: b.replace(b"a@example.com", b"a@exa\x00mple.com"), "NUL byte", id="NUL"),
+        pytest.param(
+            lambda b: b + b'c@example.com,"cut off', "not a readable UTF-8 CSV", id="quote left open"
+        ),
+        pytest.param(
+            lambda b: b.replace(b"a@example.com", b'"a@example.com"xx'),
+            "not a readable UTF-8 CSV",
+            id="after quote",
+        ),
+    ],
+)
+def test_a_staged_file_that_breaks_the_csv_rules_is_refused(
+    published: IngestStore, tmp_path: Path, spoil: Callable[[bytes], bytes], message: str
+) -> None:
+    files = run_files(NEW.run_id, days=3)
+    files["subscribers.csv"] = spoil(files["subscribers.csv"])
+    stage(published.objects, NEW, tmp_path, files)
+
+    with pytest.raises(StagedFileInvalid, match=rf"staged subscribers\.csv .*{message}"):
         publish(published, NEW.request(), timeouts=SHORT)
 
     assert_old_still_shown(published, tmp_path)
