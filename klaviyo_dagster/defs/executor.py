@@ -31,6 +31,9 @@ from klaviyo_dagster.defs.run_history import is_dry_run
 from klaviyo_dagster.run_names import ACCOUNT_PARTITION_TAG, AUTOMATION_TAGS
 
 RETRIES_ENABLED: dict[str, Any] = {"enabled": {}}
+# The three file steps run at once whatever the machine's core count (Dagster's default is the count):
+# each waits on its own rate-limit group, not on a core.
+STEPS_AT_ONCE = 3
 # The account's newest successful runs looked at (one query when a run starts).
 EARLIER_RUNS_LOOKED_AT = 20
 
@@ -89,14 +92,26 @@ class SharedReadsAwareExecutor(dg.Executor):
     def execute(
         self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
     ) -> Iterator[dg.DagsterEvent]:
-        if shares_reads_of_an_earlier_run(plan_context.instance, plan_context.dagster_run):
+        if _expects_shared_reads(plan_context):
             plan_context.log.info(
-                "an earlier run of this account fetched today's Klaviyo data: the steps run one after "
-                "another in the run worker"
+                "an earlier run of this account fetched today's Klaviyo data, which this run expects to "
+                "read back: the steps run one after another in the run worker"
             )
             yield from self._in_process.execute(plan_context, execution_plan)
         else:
             yield from self._multiprocess.execute(plan_context, execution_plan)
+
+
+def _expects_shared_reads(plan_context: PlanOrchestrationContext) -> bool:
+    """The choice; a run whose history cannot be read keeps a process per step, always right."""
+    try:
+        return shares_reads_of_an_earlier_run(plan_context.instance, plan_context.dagster_run)
+    except Exception as exc:  # any run storage failure: the choice only saves time
+        plan_context.log.warning(
+            f"could not look up the account's earlier runs ({type(exc).__name__}): each step runs in its "
+            "own process"
+        )
+        return False
 
 
 def run_executor(preload_module: str) -> dg.ExecutorDefinition:
@@ -122,6 +137,7 @@ def run_executor(preload_module: str) -> dg.ExecutorDefinition:
             dg.multiprocess_executor,
             {
                 "retries": RETRIES_ENABLED,
+                "max_concurrent": STEPS_AT_ONCE,
                 "start_method": {"forkserver": {"preload_modules": [preload_module]}},
             },
         )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import multiprocessing.forkserver
 from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from time import sleep
 from typing import Any
 
 import dagster as dg
@@ -73,3 +75,13 @@ def stored_object(data_dir: Path, name: str, staged: bool = False) -> Path:
     found = sorted((folder / ".staging").glob(f"*/{name}"))
     assert len(found) <= 1, f"staged by more than one run: {found}"
     return found[0] if found else folder / ".staging" / "no-run" / name
+
+
+@pytest.fixture
+def one_utc_day() -> None:
+    """The test's runs share what they read, which the fetch cache keeps for one UTC day: a test that
+    would start in the last two minutes of a day waits for the next one."""
+    now = datetime.now(UTC)
+    left = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC) - now
+    if left < timedelta(minutes=2):
+        sleep(left.total_seconds() + 1)

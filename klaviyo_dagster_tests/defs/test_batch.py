@@ -7,6 +7,7 @@ import uuid
 from datetime import date, timedelta
 
 import dagster as dg
+import pytest
 from dagster._core.execution.backfill import PartitionBackfill
 
 from klaviyo_dagster.definitions import pipeline_resources
@@ -88,6 +89,7 @@ def test_a_backfill_run_counts_the_backfills_dates_not_launched_yet(
     assert pending_dates(instance, me, ACCOUNT_ID, FLOWS_CSV) == set(dates[1:])
 
 
+@pytest.mark.usefixtures("one_utc_day")
 def test_runs_of_one_account_on_one_day_share_what_they_read_and_write_the_same_files(
     tiny_store_env, instance, resources, data_dir
 ) -> None:
@@ -134,6 +136,7 @@ def test_runs_of_one_account_on_one_day_share_what_they_read_and_write_the_same_
         assert metadata["subscribers_csv"]["preview"] == shared[dates[0]][1]["subscribers_csv"]["preview"]
 
 
+@pytest.mark.usefixtures("one_utc_day")
 def test_a_date_launched_by_hand_reads_klaviyo_afresh_but_an_automated_one_shares(
     tiny_store_env, instance, resources
 ) -> None:

@@ -9,13 +9,14 @@ import sys
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import pytest
 
 from klaviyo_dagster.definitions import RUN_EXECUTOR, defs
 from klaviyo_dagster.defs.assets import FLOWS_CSV, INGEST_ASSET_KEYS, SUBSCRIBERS_CSV
-from klaviyo_dagster.defs.executor import shares_reads_of_an_earlier_run
+from klaviyo_dagster.defs.executor import _expects_shared_reads, shares_reads_of_an_earlier_run
 from klaviyo_dagster.defs.partitions import ACCOUNTS_PARTITIONS_NAME, partition_key
 from klaviyo_dagster.defs.snapshot import SNAPSHOT
 from klaviyo_dagster.environment import DATA_DIR_VAR as DATA_DIR_ENV_VAR
@@ -118,7 +119,7 @@ def materialized(result: dg.ExecuteJobResult) -> set[dg.AssetKey]:
     return {event.asset_key for event in result.all_events if event.is_step_materialization}  # type: ignore[misc]
 
 
-@pytest.mark.usefixtures("tiny_store_env", "own_fork_server")
+@pytest.mark.usefixtures("tiny_store_env", "own_fork_server", "one_utc_day")
 def test_a_backfills_later_dates_run_their_steps_in_the_run_worker_and_the_first_in_step_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,7 +148,7 @@ def test_a_backfills_later_dates_run_their_steps_in_the_run_worker_and_the_first
 
     assert len(first_pids) == len(ASSETS) and len(by_hand_pids) == len(ASSETS)
     assert later_pids == set()
-    assert any("run one after another in the run worker" in message for message in later_logs)
+    assert any("the steps run one after another in the run worker" in message for message in later_logs)
     assert in_process_files == step_processes_files  # the same three files, byte for byte
     assert sorted(in_process_files) == ["campaigns.csv", "flows.csv", "subscribers.csv"]
 
@@ -252,6 +253,26 @@ def test_a_run_that_started_before_utc_midnight_and_succeeded_after_it_is_not_sh
     )
 
     assert shares_reads_of_an_earlier_run(instance, run, now=now) is False
+
+
+class _UnreadableRuns:
+    def get_run_records(self, **_: object) -> list[dg.RunRecord]:
+        raise OSError("run storage is down")
+
+
+def test_a_run_whose_account_history_cannot_be_read_keeps_a_process_per_step() -> None:
+    warnings: list[str] = []
+    run = dg.DagsterRun(
+        job_name=INGEST_JOB_NAME, run_id=str(uuid.uuid4()), tags={**OF_THE_ACCOUNT, **BACKFILL}
+    )
+    plan_context = SimpleNamespace(
+        instance=_UnreadableRuns(), dagster_run=run, log=SimpleNamespace(warning=warnings.append)
+    )
+
+    assert _expects_shared_reads(plan_context) is False  # type: ignore[arg-type]
+    assert warnings == [
+        "could not look up the account's earlier runs (OSError): each step runs in its own process"
+    ]
 
 
 def test_a_dry_run_never_counts_as_sharing_reads(instance: dg.DagsterInstance) -> None:
