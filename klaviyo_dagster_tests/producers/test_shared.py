@@ -33,6 +33,11 @@ TODAY = date(2026, 11, 30)  # the UTC day the runs happen: any day, as long as i
 TIME_SCALE = 0.001
 
 
+def _client(sim: SimulatorServer) -> KlaviyoClient:
+    """A fresh client of ``sim``, as a run of its own opens one."""
+    return KlaviyoClient(DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY, time_scale=TIME_SCALE)
+
+
 def _files(
     sim: SimulatorServer, day: date, options: SyncOptions, shared: SharedFetches | None
 ) -> dict[str, bytes]:
@@ -40,9 +45,7 @@ def _files(
     subscribers.csv published where ``shared`` says, as the snapshot step would; each file reconciles,
     as its asset checks it."""
     built = {}
-    with KlaviyoClient(
-        DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY, time_scale=TIME_SCALE
-    ) as client:
+    with _client(sim) as client:
         session = SyncSession(client, options, day, shared)
         for file in FILES:
             path, summary = session.write_to_temp(file)
@@ -203,9 +206,7 @@ def test_an_audience_read_back_reconciles_with_the_records_of_the_file_it_copies
     first, second = ANCHOR - timedelta(days=1), ANCHOR - timedelta(days=2)
     _files(sim, first, options, _shared(tmp_path, first, [second]))
 
-    with KlaviyoClient(
-        DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY, time_scale=TIME_SCALE
-    ) as client:
+    with _client(sim) as client:
         session = SyncSession(client, options, second, _shared(tmp_path, second, []))
         path, summary = session.write_to_temp(SUBSCRIBERS)
         verdict = session.reconcile(SUBSCRIBERS, path, summary)
@@ -224,9 +225,7 @@ def test_an_audience_that_does_not_reconcile_is_not_kept_for_the_days_later_runs
 ) -> None:
     sim, options = small_store, SyncOptions(days=1)
     first, second = ANCHOR - timedelta(days=1), ANCHOR - timedelta(days=2)
-    with KlaviyoClient(
-        DEFAULT_API_KEY, base_url=sim.base_url, retry=FAST_RETRY, time_scale=TIME_SCALE
-    ) as client:
+    with _client(sim) as client:
         shared = _shared(tmp_path, first, [second])
         session = SyncSession(client, options, first, shared)
         path, summary = session.write_to_temp(SUBSCRIBERS)
