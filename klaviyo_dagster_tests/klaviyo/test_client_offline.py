@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import uuid
 from collections.abc import Callable
 
@@ -116,3 +117,15 @@ def test_retry_after_given_as_an_http_date_is_understood() -> None:
 def test_a_base_url_that_is_not_http_is_a_config_error() -> None:
     with pytest.raises(KlaviyoConfigError, match="KLAVIYO_BASE_URL"):
         KlaviyoClient("pk_offline", base_url="a.klaviyo.com", enabled=True)
+
+
+def test_clients_check_certificates_and_host_names_through_one_tls_context() -> None:
+    """A run opens a client per file step: each used to load the certificate store again (~30 ms)."""
+    clients = [KlaviyoClient("pk_test", base_url=BASE) for _ in range(2)]
+    try:
+        contexts = [client._http._transport._pool._ssl_context for client in clients]  # httpx's pool
+    finally:
+        for client in clients:
+            client.close()
+    assert contexts[0] is contexts[1]
+    assert contexts[0].verify_mode == ssl.CERT_REQUIRED and contexts[0].check_hostname
