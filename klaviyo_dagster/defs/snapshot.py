@@ -8,6 +8,7 @@ done on every run.
 """
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -28,7 +29,10 @@ from klaviyo_dagster.defs.partitions import klaviyo_partitions, split_partition_
 from klaviyo_dagster.defs.resources import IngestStoreResource
 from klaviyo_dagster.derived_rows import SnapshotMetrics
 from klaviyo_dagster.processing.remote import RemoteProcessingFailed, request_processing
+from klaviyo_dagster.producers.shared import ResponseStore, source_digest
+from klaviyo_dagster.publishing import publish as publish_module
 from klaviyo_dagster.publishing.publish import Processor, PublishError, PublishRequest, publish
+from klaviyo_dagster.storage.fetch_cache import open_fetch_cache
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import PublishLockTimeout, PublishSuperseded
@@ -42,6 +46,8 @@ FILES_PRESENT = "upload_folder_has_three_files"
 UPLOAD_BOUND = "upload_bound_to_account"
 SNAPSHOT_LINKED = "one_snapshot_links_the_upload"
 DERIVED_ROWS = "derived_rows_exist"
+# The code of the staged-file check: a file it passed is recognized only by the same code.
+STAGED_FILE_CHECK = source_digest(publish_module)
 
 
 class SnapshotProcessingResource(dg.ConfigurableResource):
@@ -127,6 +133,7 @@ def snapshot(
             request,
             processor=_processor(snapshot_processing),
             run_finished=lambda run_id: _run_finished(context.instance, run_id),
+            checked_before=_checked_today(context, store, account_id),
         )
     except (PublishError, PublishLockTimeout, PublishSuperseded) as exc:
         raise dg.Failure(
@@ -138,6 +145,8 @@ def snapshot(
         ) from None
     result = _result_metadata(store, upload_id, published.snapshot_id, published.metrics)
     result["files_from_run"] = files_run
+    if published.recognized:
+        result["files_checked_before"] = ", ".join(published.recognized)
     if published.refreshed:
         result["refreshed_newest_snapshot"] = published.refreshed
         context.log.info(
@@ -145,6 +154,39 @@ def snapshot(
         )
     yield dg.MaterializeResult(metadata=result)
     yield from _checks(store, account_id, upload_id, published.snapshot_id)
+
+
+@dataclass(frozen=True)
+class CheckedToday:
+    """The files the account's publishes passed today (UTC), kept in the fetch cache by name and
+    SHA-256: a backfill's later dates publish the day's subscribers.csv again, and its strict parse
+    (about 0.4 s for 250,000 profiles) need not run again on the same bytes."""
+
+    responses: ResponseStore
+
+    def rows(self, name: str, sha256: str) -> int | None:
+        kept = self.responses.get(self._key(name, sha256))
+        return kept["rows"] if kept is not None else None
+
+    def remember(self, name: str, sha256: str, rows: int) -> None:
+        self.responses.put(self._key(name, sha256), {"rows": rows})
+
+    @staticmethod
+    def _key(name: str, sha256: str) -> str:
+        return f"checked-file:{STAGED_FILE_CHECK}:{name}:{sha256}"
+
+
+def _checked_today(
+    context: dg.AssetExecutionContext, store: IngestStore, account_id: str
+) -> CheckedToday | None:
+    """None (every file parsed) when the fetch cache cannot be opened: it only saves time."""
+    try:
+        return CheckedToday(open_fetch_cache(store.tables.dialect, account_id))
+    except Exception as exc:  # not migrated, no privilege, unreachable: the file steps warned already
+        context.log.debug(
+            f"staged files are all parsed: the fetch cache is not usable ({type(exc).__name__})"
+        )
+        return None
 
 
 def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:

@@ -10,7 +10,9 @@ makes it hold:
 2. :func:`publish` downloads the run's three staged files and checks them: each is UTF-8 CSV with a
    header, every record as wide as its header, flows.csv and campaigns.csv parse into daily totals
    (a non-number fails here) that lie inside the window, and the row counts are the ones the run
-   recorded. Any failure stops here.
+   recorded. Any failure stops here. A file byte for byte the same (SHA-256) as one that passed
+   this per-file check before (``CheckedBefore``: the day's audience, published again for each date
+   of a backfill) is not parsed again; the row counts and daily totals are still checked.
 3. It takes the upload's publish lock and holds it to the end (a Postgres session advisory lock, or
    ``flock`` beside the SQLite file; a timeout instead of waiting forever), so two publishes of one
    partition never interleave.
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import logging
 import sqlite3
 import tempfile
@@ -161,6 +164,7 @@ class Published:
     metrics: SnapshotMetrics | None
     removed: list[str]  # staging objects and temp files cleaned up afterwards
     refreshed: str | None = None  # the newer snapshot whose derived rows refresh_newest replaced
+    recognized: tuple[str, ...] = ()  # files not parsed again (``CheckedBefore``)
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,17 @@ class CheckedFiles:
 
     paths: dict[str, Path]
     rows: dict[str, int]
+    recognized: tuple[str, ...] = ()  # files taken from ``CheckedBefore`` instead of parsed again
+
+
+class CheckedBefore(Protocol):
+    """Files that passed the per-file check of step 2 before, by name and content (SHA-256, hex):
+    the check reads nothing but the bytes, so the same bytes pass again with the same data records.
+    ``remember`` is called only once a publish's whole check has passed."""
+
+    def rows(self, name: str, sha256: str) -> int | None: ...
+
+    def remember(self, name: str, sha256: str, rows: int) -> None: ...
 
 
 @runtime_checkable
@@ -200,15 +215,18 @@ def publish(
     stale_staging_after: timedelta = DEFAULT_STALE_STAGING_AFTER,
     run_finished: Callable[[str], bool] = lambda run_id: False,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    checked_before: CheckedBefore | None = None,
 ) -> Published:
     """Publishes the run's staged files and the partition's snapshot in the order of the module doc.
 
     ``run_finished(run_id)`` says that another run is over (failed, killed, done), so its staging can
-    go now rather than after ``stale_staging_after``.
+    go now rather than after ``stale_staging_after``. ``checked_before``: files that passed the
+    per-file check before, which are not parsed again (step 2); this publish's files are added once
+    they pass.
     """
     timeouts = timeouts or DEFAULT_TIMEOUTS
     with tempfile.TemporaryDirectory(prefix="klaviyo-publish-") as folder, _timeouts_named(request):
-        checked = check_staged_files(store.objects, request, Path(folder))
+        checked = check_staged_files(store.objects, request, Path(folder), checked_before)
         derivation = None if processor else _derivation(request, checked)
         if processor is not None and request.refresh_newest:
             log.warning(
@@ -242,7 +260,9 @@ def publish(
             except (PublishLockLost, PublishSuperseded) as exc:
                 raise _interrupted(store, request, snapshot_id, touched, exc, timeouts) from None
             removed = _housekeeping(store.objects, request, now() - stale_staging_after, run_finished)
-    return Published(snapshot_id, checked.rows, finished.metrics, removed, finished.refreshed)
+    return Published(
+        snapshot_id, checked.rows, finished.metrics, removed, finished.refreshed, checked.recognized
+    )
 
 
 def _held(lock: PublishLock, request: PublishRequest, snapshot_id: str | None) -> None:
@@ -312,8 +332,12 @@ def _timed_out(request: PublishRequest, reason: str) -> str:
 # --- 2. check the staged files ------------------------------------------------------------------------
 
 
-def check_staged_files(objects: ObjectStore, request: PublishRequest, folder: Path) -> CheckedFiles:
-    """Downloads the run's three staged files into ``folder`` and checks each one (step 2)."""
+def check_staged_files(
+    objects: ObjectStore, request: PublishRequest, folder: Path, checked_before: CheckedBefore | None = None
+) -> CheckedFiles:
+    """Downloads the run's three staged files into ``folder`` and checks each one (step 2); a file
+    ``checked_before`` knows by its content is not parsed again, and the others are remembered
+    there once every check has passed."""
     paths: dict[str, Path] = {}
     for name in FILE_NAMES:
         key = staging_key(request.upload_id, request.run_id, name)
@@ -325,14 +349,28 @@ def check_staged_files(objects: ObjectStore, request: PublishRequest, folder: Pa
                 f"run {request.run_id} staged no {name} for upload {request.upload_id} ({key}): "
                 "rerun the whole partition"
             ) from None
-    rows = {name: _checked_rows(paths[name], name) for name in FILE_NAMES}
+    digests = {name: _sha256(paths[name]) for name in FILE_NAMES}
+    known = {name: checked_before.rows(name, digests[name]) for name in FILE_NAMES} if checked_before else {}
+    rows: dict[str, int] = {}
+    for name in FILE_NAMES:
+        kept = known.get(name)
+        rows[name] = kept if kept is not None else _checked_rows(paths[name], name)
+    recognized = tuple(name for name in FILE_NAMES if known.get(name) is not None)
     _daily_totals(paths)  # flows.csv and campaigns.csv parse as the metrics read them
     for name, expected in (request.expected_rows or {}).items():
         if rows.get(name) != expected:
             raise StagedFileInvalid(
                 f"staged {name} of run {request.run_id} has {rows.get(name)} data rows, the run recorded {expected}"
             )
-    return CheckedFiles(paths, rows)
+    for name in FILE_NAMES:
+        if checked_before is not None and name not in recognized:
+            checked_before.remember(name, digests[name], rows[name])
+    return CheckedFiles(paths, rows, recognized)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as raw:
+        return hashlib.file_digest(raw, "sha256").hexdigest()
 
 
 def _checked_rows(path: Path, name: str) -> int:

@@ -7,7 +7,8 @@ deletes its account's rows of earlier days and every account's rows older than y
 table holds at most two days. Nothing is added to the bucket: the day's subscribers.csv is read back
 from the upload folder it was published to, and its record holds counts only. The rows hold what a
 run read from Klaviyo about the account (flow and campaign definitions, sender addresses included,
-report numbers), never a key or a subscriber's data.
+report numbers) and the SHA-256 and row count of each file a publish checked today
+(``defs/snapshot.py``), never a key or a subscriber's data.
 
 Storage knows nothing of the producers: :func:`open_fetch_cache` gives a store of JSON documents
 (what ``producers.shared.ResponseStore`` asks for), and the Dagster layer hands it to them.

@@ -10,12 +10,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from klaviyo_dagster.publishing import publish as publish_module
 from klaviyo_dagster.publishing.publish import (
     FILE_NAMES,
     PublishTimedOut,
@@ -32,6 +34,7 @@ from klaviyo_dagster.storage.store import IngestStore
 from klaviyo_dagster.storage.tables import PUBLISH_LOCK_NAMESPACE, PublishLockTimeout, Timeouts
 from klaviyo_dagster_tests.publishing.runs import (
     BASE_DAY,
+    DAY,
     SHORT,
     UPLOAD,
     Run,
@@ -359,3 +362,77 @@ def test_a_local_remove_skips_folders_like_supabase(tmp_path: Path) -> None:
     assert (
         set(objects.list_modified("u/.staging")) == {"r"} and objects.list_modified("u/.staging")["r"] is None
     )
+
+
+class Remembered(dict[tuple[str, str], int]):
+    """A ``CheckedBefore`` in memory: (name, SHA-256) → data records."""
+
+    def rows(self, name: str, sha256: str) -> int | None:
+        return self.get((name, sha256))
+
+    def remember(self, name: str, sha256: str, rows: int) -> None:
+        self[(name, sha256)] = rows
+
+
+LATER = Run("run-later", DAY + timedelta(days=1), days=3)
+
+
+def staged_with_news_audience(store: IngestStore, tmp: Path, spoil: Callable[[bytes], bytes] = bytes) -> None:
+    """LATER's files staged, its subscribers.csv the one NEW staged (as a backfill's later date has it)."""
+    files = LATER.files
+    files["subscribers.csv"] = spoil(NEW.files["subscribers.csv"])
+    stage(store.objects, LATER, tmp, files)
+
+
+def test_a_file_that_passed_the_check_before_is_recognized_by_its_bytes_and_not_parsed_again(
+    published: IngestStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remembered = Remembered()
+    first = publish(published, NEW.request(), timeouts=SHORT, checked_before=remembered)
+    remembered_first = sorted(name for name, _ in remembered)
+    staged_with_news_audience(published, tmp_path)
+    parsed: list[str] = []
+    checked_rows = publish_module._checked_rows
+    monkeypatch.setattr(
+        publish_module, "_checked_rows", lambda path, name: parsed.append(name) or checked_rows(path, name)
+    )
+
+    later = publish(published, LATER.request(), timeouts=SHORT, checked_before=remembered)
+
+    assert first.recognized == () and remembered_first == sorted(FILE_NAMES)
+    assert later.recognized == ("subscribers.csv",) and later.rows["subscribers.csv"] == 2
+    assert sorted(parsed) == ["campaigns.csv", "flows.csv"]
+    assert (
+        read_object(published.objects, final_key(LATER.upload_id, "subscribers.csv"), tmp_path)
+        == (NEW.files["subscribers.csv"])
+    )
+
+
+def test_a_file_one_byte_off_one_checked_before_is_parsed_and_refused_and_nothing_is_remembered(
+    published: IngestStore, tmp_path: Path
+) -> None:
+    remembered = Remembered()
+    publish(published, NEW.request(), timeouts=SHORT, checked_before=remembered)
+    before = dict(remembered)
+    staged_with_news_audience(published, tmp_path, spoil=lambda data: data + b'c@example.com,"cut off')
+
+    with pytest.raises(StagedFileInvalid, match="not a readable UTF-8 CSV"):
+        publish(published, LATER.request(), timeouts=SHORT, checked_before=remembered)
+
+    assert remembered == before
+    assert published.tables.snapshot_for_upload(LATER.upload_id) is None
+
+
+def test_a_file_checked_before_still_has_to_hold_the_rows_the_run_recorded(
+    published: IngestStore, tmp_path: Path
+) -> None:
+    remembered = Remembered()
+    publish(published, NEW.request(), timeouts=SHORT, checked_before=remembered)
+    staged_with_news_audience(published, tmp_path)
+    request = LATER.request()
+    request = replace(request, expected_rows={**(request.expected_rows or {}), "subscribers.csv": 3})
+
+    with pytest.raises(
+        StagedFileInvalid, match=r"subscribers\.csv of run run-later has 2 data rows, the run recorded 3"
+    ):
+        publish(published, request, timeouts=SHORT, checked_before=remembered)
