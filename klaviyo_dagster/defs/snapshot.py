@@ -133,7 +133,7 @@ def snapshot(
             request,
             processor=_processor(snapshot_processing),
             run_finished=lambda run_id: _run_finished(context.instance, run_id),
-            checked_before=_checked_today(context, store, account_id),
+            checked_before=CheckedToday(open_fetch_cache(store.tables.dialect, account_id, prune=False)),
         )
     except (PublishError, PublishLockTimeout, PublishSuperseded) as exc:
         raise dg.Failure(
@@ -158,9 +158,11 @@ def snapshot(
 
 @dataclass(frozen=True)
 class CheckedToday:
-    """The files the account's publishes passed today (UTC), kept in the fetch cache by name and
-    SHA-256: a backfill's later dates publish the day's subscribers.csv again, and its strict parse
-    (about 0.4 s for 250,000 profiles) need not run again on the same bytes."""
+    """The files the account's publishes made ready today (UTC), kept in the fetch cache by name and
+    SHA-256 (those of 1 MiB or more, ``publish.RECOGNIZED_FROM_BYTES``): a backfill's later dates
+    publish the day's subscribers.csv again, and its strict parse (about 0.4 s for 250,000 profiles)
+    need not run again on the same bytes. A failing database makes every file parsed: the cache
+    only saves time (``TolerantFetchCache``)."""
 
     responses: ResponseStore
 
@@ -174,19 +176,6 @@ class CheckedToday:
     @staticmethod
     def _key(name: str, sha256: str) -> str:
         return f"checked-file:{STAGED_FILE_CHECK}:{name}:{sha256}"
-
-
-def _checked_today(
-    context: dg.AssetExecutionContext, store: IngestStore, account_id: str
-) -> CheckedToday | None:
-    """None (every file parsed) when the fetch cache cannot be opened: it only saves time."""
-    try:
-        return CheckedToday(open_fetch_cache(store.tables.dialect, account_id))
-    except Exception as exc:  # not migrated, no privilege, unreachable: the file steps warned already
-        context.log.debug(
-            f"staged files are all parsed: the fetch cache is not usable ({type(exc).__name__})"
-        )
-        return None
 
 
 def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:

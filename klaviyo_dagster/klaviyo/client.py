@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -129,12 +130,18 @@ def _refuse_daily_wait(group: str, wait_seconds: float, used: int, limit: int) -
     )
 
 
-@cache
 def _verified_tls() -> ssl.SSLContext:
-    """The process's one TLS context (certificate checks on), as httpx builds it for ``verify=True``.
-    Built per client, loading the certificate store costs about 30 ms: a run opens a client per file
-    step, and the sensors one per account each pass. httpx takes a context as ``verify`` (its docs,
-    "SSL"); sharing one across clients and threads is what ``ssl.SSLContext`` is for."""
+    """The TLS context (certificate and host name checks on) that httpx builds for ``verify=True``,
+    built once per process and certificate location (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, read by
+    httpx as before). Built per client, loading the certificate store costs about 30 ms: a run opens
+    a client per file step, and the sensors one per account each pass. httpx takes a context as
+    ``verify`` (its docs, "SSL"); one context serves many clients and threads."""
+    return _tls_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@cache
+def _tls_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """The arguments are the cache key only: httpx reads the same variables itself."""
     return httpx.create_ssl_context()
 
 
@@ -200,7 +207,7 @@ class KlaviyoClient:
             },
             transport=transport,
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
-            verify=_verified_tls(),
+            verify=_verified_tls() if transport is None else True,  # a transport brings its own
         )
 
     def __repr__(self) -> str:  # never show the key

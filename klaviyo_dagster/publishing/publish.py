@@ -10,9 +10,10 @@ makes it hold:
 2. :func:`publish` downloads the run's three staged files and checks them: each is UTF-8 CSV with a
    header, every record as wide as its header, flows.csv and campaigns.csv parse into daily totals
    (a non-number fails here) that lie inside the window, and the row counts are the ones the run
-   recorded. Any failure stops here. A file byte for byte the same (SHA-256) as one that passed
-   this per-file check before (``CheckedBefore``: the day's audience, published again for each date
-   of a backfill) is not parsed again; the row counts and daily totals are still checked.
+   recorded. Any failure stops here. A file of ``RECOGNIZED_FROM_BYTES`` or more that is byte for
+   byte the same (SHA-256) as one published before (``CheckedBefore``: the day's audience, published
+   again for each date of a backfill) is not parsed again; the row counts and daily totals are still
+   checked.
 3. It takes the upload's publish lock and holds it to the end (a Postgres session advisory lock, or
    ``flock`` beside the SQLite file; a timeout instead of waiting forever), so two publishes of one
    partition never interleave.
@@ -173,13 +174,18 @@ class CheckedFiles:
 
     paths: dict[str, Path]
     rows: dict[str, int]
+    digests: dict[str, str]  # SHA-256 (hex) of the files worth remembering (RECOGNIZED_FROM_BYTES)
     recognized: tuple[str, ...] = ()  # files taken from ``CheckedBefore`` instead of parsed again
+
+
+# Smaller files are always parsed: below about 1 MiB the parse costs less than asking the database.
+RECOGNIZED_FROM_BYTES = 1 << 20
 
 
 class CheckedBefore(Protocol):
     """Files that passed the per-file check of step 2 before, by name and content (SHA-256, hex):
     the check reads nothing but the bytes, so the same bytes pass again with the same data records.
-    ``remember`` is called only once a publish's whole check has passed."""
+    ``remember`` is called only for the files of a publish that made its snapshot ready."""
 
     def rows(self, name: str, sha256: str) -> int | None: ...
 
@@ -222,7 +228,7 @@ def publish(
     ``run_finished(run_id)`` says that another run is over (failed, killed, done), so its staging can
     go now rather than after ``stale_staging_after``. ``checked_before``: files that passed the
     per-file check before, which are not parsed again (step 2); this publish's files are added once
-    they pass.
+    its snapshot is ready.
     """
     timeouts = timeouts or DEFAULT_TIMEOUTS
     with tempfile.TemporaryDirectory(prefix="klaviyo-publish-") as folder, _timeouts_named(request):
@@ -259,6 +265,7 @@ def publish(
                 )
             except (PublishLockLost, PublishSuperseded) as exc:
                 raise _interrupted(store, request, snapshot_id, touched, exc, timeouts) from None
+            _remember(checked, checked_before)
             removed = _housekeeping(store.objects, request, now() - stale_staging_after, run_finished)
     return Published(
         snapshot_id, checked.rows, finished.metrics, removed, finished.refreshed, checked.recognized
@@ -336,8 +343,7 @@ def check_staged_files(
     objects: ObjectStore, request: PublishRequest, folder: Path, checked_before: CheckedBefore | None = None
 ) -> CheckedFiles:
     """Downloads the run's three staged files into ``folder`` and checks each one (step 2); a file
-    ``checked_before`` knows by its content is not parsed again, and the others are remembered
-    there once every check has passed."""
+    ``checked_before`` knows by its content is not parsed again."""
     paths: dict[str, Path] = {}
     for name in FILE_NAMES:
         key = staging_key(request.upload_id, request.run_id, name)
@@ -349,23 +355,32 @@ def check_staged_files(
                 f"run {request.run_id} staged no {name} for upload {request.upload_id} ({key}): "
                 "rerun the whole partition"
             ) from None
-    digests = {name: _sha256(paths[name]) for name in FILE_NAMES}
-    known = {name: checked_before.rows(name, digests[name]) for name in FILE_NAMES} if checked_before else {}
+    digests = {
+        name: _sha256(path) for name, path in paths.items() if path.stat().st_size >= RECOGNIZED_FROM_BYTES
+    }
+    known = (
+        {name: checked_before.rows(name, digest) for name, digest in digests.items()}
+        if checked_before
+        else {}
+    )
     rows: dict[str, int] = {}
     for name in FILE_NAMES:
         kept = known.get(name)
         rows[name] = kept if kept is not None else _checked_rows(paths[name], name)
-    recognized = tuple(name for name in FILE_NAMES if known.get(name) is not None)
     _daily_totals(paths)  # flows.csv and campaigns.csv parse as the metrics read them
     for name, expected in (request.expected_rows or {}).items():
         if rows.get(name) != expected:
             raise StagedFileInvalid(
                 f"staged {name} of run {request.run_id} has {rows.get(name)} data rows, the run recorded {expected}"
             )
-    for name in FILE_NAMES:
-        if checked_before is not None and name not in recognized:
-            checked_before.remember(name, digests[name], rows[name])
-    return CheckedFiles(paths, rows, recognized)
+    recognized = tuple(name for name in FILE_NAMES if known.get(name) is not None)
+    return CheckedFiles(paths, rows, digests, recognized)
+
+
+def _remember(checked: CheckedFiles, checked_before: CheckedBefore | None) -> None:
+    for name, digest in checked.digests.items():
+        if checked_before is not None and name not in checked.recognized:
+            checked_before.remember(name, digest, checked.rows[name])
 
 
 def _sha256(path: Path) -> str:

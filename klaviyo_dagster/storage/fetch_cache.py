@@ -7,8 +7,9 @@ deletes its account's rows of earlier days and every account's rows older than y
 table holds at most two days. Nothing is added to the bucket: the day's subscribers.csv is read back
 from the upload folder it was published to, and its record holds counts only. The rows hold what a
 run read from Klaviyo about the account (flow and campaign definitions, sender addresses included,
-report numbers) and the SHA-256 and row count of each file a publish checked today
-(``defs/snapshot.py``), never a key or a subscriber's data.
+report numbers) and the SHA-256 and row count of each file of 1 MiB or more a publish made ready
+today (``defs/snapshot.py``; a fingerprint of a whole file of thousands of profiles), never a key or
+a subscriber's data.
 
 Storage knows nothing of the producers: :func:`open_fetch_cache` gives a store of JSON documents
 (what ``producers.shared.ResponseStore`` asks for), and the Dagster layer hands it to them.
@@ -115,16 +116,18 @@ def _like_prefix(prefix: str) -> str:
 
 
 def open_fetch_cache(
-    dialect: Dialect, account_id: str, today: date | None = None, *, reuse: bool = True
+    dialect: Dialect, account_id: str, today: date | None = None, *, reuse: bool = True, prune: bool = True
 ) -> TolerantFetchCache:
-    """The account's fetch cache for today (UTC), after removing its earlier days' rows.
+    """The account's fetch cache for today (UTC), after removing its earlier days' rows (``prune``;
+    a step that runs after the file steps, which pruned, skips it).
 
     ``reuse=False``: this run reads nothing from the cache (it asks Klaviyo afresh) but leaves what it
     read for the others. Raises the database's error if the cache cannot be opened; once open, a
     failing read is a miss and a failing write is skipped, with a warning naming the error's type only.
     """
     cache = FetchCache(dialect, account_id, today or datetime.now(UTC).date())
-    cache.remove_earlier_days()
+    if prune:
+        cache.remove_earlier_days()
     return TolerantFetchCache(cache, reads=reuse)
 
 
@@ -151,5 +154,5 @@ class TolerantFetchCache:
         except Exception as exc:  # any database failure: see the class docstring
             if not self._warned:
                 self._warned = True
-                log.warning("the fetch cache failed (%s); asking Klaviyo instead", type(exc).__name__)
+                log.warning("the fetch cache failed (%s); going on without it", type(exc).__name__)
             return fallback

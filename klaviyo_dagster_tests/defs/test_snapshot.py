@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
@@ -18,9 +18,11 @@ from klaviyo_dagster.defs.snapshot import (
     SnapshotProcessingResource,
     snapshot,
 )
+from klaviyo_dagster.publishing import publish as publish_module
 from klaviyo_dagster.storage.ids import nightly_upload_id
 from klaviyo_dagster_tests.conftest import ACCOUNT_ID
 from klaviyo_dagster_tests.defs.conftest import TINY_PARTITION, TINY_UPLOAD_ID
+from klaviyo_dagster_tests.producers.tiny_store import PARTITION_DATE
 
 ALL_ASSETS = [*INGEST_ASSETS, snapshot]
 DAYS_3 = {"config": {"days": 3}}
@@ -237,3 +239,31 @@ def test_the_snapshot_alone_publishes_the_files_of_the_run_that_staged_them(
     assert snapshot_metadata(alone)["files_from_run"] == files.run_id
     folder = data_dir / "objects" / "preauth-uploads" / TINY_UPLOAD_ID
     assert sorted(p.name for p in folder.iterdir()) == ["campaigns.csv", "flows.csv", "subscribers.csv"]
+
+
+def test_a_later_date_of_a_backfill_recognizes_the_days_audience_that_the_first_date_published(
+    tiny_store_env, instance, resources, store_resource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every date of a backfill publishes the same subscribers.csv (the audience as of the run)."""
+    monkeypatch.setattr(publish_module, "RECOGNIZED_FROM_BYTES", 0)  # the tiny store's is ~500 bytes
+    later_date = PARTITION_DATE - timedelta(days=1)
+
+    def backfill_run(partition: str) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            ALL_ASSETS,
+            partition_key=partition,
+            instance=instance,
+            resources=resources,
+            run_config=RUN_CONFIG,
+            tags={"dagster/backfill": "abcdefgh"},
+        )
+
+    first, later = backfill_run(TINY_PARTITION), backfill_run(partition_key(ACCOUNT_ID, later_date))
+
+    assert "files_checked_before" not in snapshot_metadata(first)
+    assert snapshot_metadata(later)["files_checked_before"] == "subscribers.csv"
+    tables = store_resource.get_store().tables
+    assert (
+        tables.snapshot_for_upload(nightly_upload_id(ACCOUNT_ID, later_date)).metadata["rows"]["subscribers"]
+        == 3
+    )

@@ -6,10 +6,13 @@ import json
 import ssl
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
+import certifi
 import httpx
 import pytest
 
+from klaviyo_dagster.klaviyo import client as client_module
 from klaviyo_dagster.klaviyo.client import KlaviyoClient, RetryPolicy
 from klaviyo_dagster.klaviyo.errors import KlaviyoConfigError, KlaviyoRequestError, KlaviyoUnavailableError
 
@@ -119,13 +122,34 @@ def test_a_base_url_that_is_not_http_is_a_config_error() -> None:
         KlaviyoClient("pk_offline", base_url="a.klaviyo.com", enabled=True)
 
 
-def test_clients_check_certificates_and_host_names_through_one_tls_context() -> None:
+def test_clients_share_one_tls_context_per_certificate_location(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A run opens a client per file step: each used to load the certificate store again (~30 ms)."""
-    clients = [KlaviyoClient("pk_test", base_url=BASE) for _ in range(2)]
-    try:
-        contexts = [client._http._transport._pool._ssl_context for client in clients]  # httpx's pool
-    finally:
-        for client in clients:
-            client.close()
-    assert contexts[0] is contexts[1]
-    assert contexts[0].verify_mode == ssl.CERT_REQUIRED and contexts[0].check_hostname
+    built: list[dict] = []
+    create = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: built.append(k) or create(*a, **k))
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    client_module._tls_for.cache_clear()
+
+    for _ in range(3):
+        KlaviyoClient("pk_test", base_url=BASE).close()
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(Path(certifi.where()).read_text())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # as httpx reads it: another location, another context
+    KlaviyoClient("pk_test", base_url=BASE).close()
+
+    assert [call.get("cafile") for call in built] == [certifi.where(), str(bundle)]
+    context = client_module._verified_tls()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    client_module._tls_for.cache_clear()
+
+
+def test_a_client_given_its_own_transport_builds_no_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/bundle.pem")
+    client_module._tls_for.cache_clear()
+    transport, _ = scripted(ok({"data": []}))
+
+    KlaviyoClient("pk_test", base_url=BASE, transport=transport).close()  # no FileNotFoundError
+    client_module._tls_for.cache_clear()

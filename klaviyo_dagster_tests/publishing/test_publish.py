@@ -377,6 +377,12 @@ class Remembered(dict[tuple[str, str], int]):
 LATER = Run("run-later", DAY + timedelta(days=1), days=3)
 
 
+@pytest.fixture
+def recognizes_tiny_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests' files are a few hundred bytes; the publish looks up files of 1 MiB or more."""
+    monkeypatch.setattr(publish_module, "RECOGNIZED_FROM_BYTES", 0)
+
+
 def staged_with_news_audience(store: IngestStore, tmp: Path, spoil: Callable[[bytes], bytes] = bytes) -> None:
     """LATER's files staged, its subscribers.csv the one NEW staged (as a backfill's later date has it)."""
     files = LATER.files
@@ -384,6 +390,7 @@ def staged_with_news_audience(store: IngestStore, tmp: Path, spoil: Callable[[by
     stage(store.objects, LATER, tmp, files)
 
 
+@pytest.mark.usefixtures("recognizes_tiny_files")
 def test_a_file_that_passed_the_check_before_is_recognized_by_its_bytes_and_not_parsed_again(
     published: IngestStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -408,6 +415,7 @@ def test_a_file_that_passed_the_check_before_is_recognized_by_its_bytes_and_not_
     )
 
 
+@pytest.mark.usefixtures("recognizes_tiny_files")
 def test_a_file_one_byte_off_one_checked_before_is_parsed_and_refused_and_nothing_is_remembered(
     published: IngestStore, tmp_path: Path
 ) -> None:
@@ -423,6 +431,7 @@ def test_a_file_one_byte_off_one_checked_before_is_parsed_and_refused_and_nothin
     assert published.tables.snapshot_for_upload(LATER.upload_id) is None
 
 
+@pytest.mark.usefixtures("recognizes_tiny_files")
 def test_a_file_checked_before_still_has_to_hold_the_rows_the_run_recorded(
     published: IngestStore, tmp_path: Path
 ) -> None:
@@ -436,3 +445,36 @@ def test_a_file_checked_before_still_has_to_hold_the_rows_the_run_recorded(
         StagedFileInvalid, match=r"subscribers\.csv of run run-later has 2 data rows, the run recorded 3"
     ):
         publish(published, request, timeouts=SHORT, checked_before=remembered)
+
+
+@pytest.mark.usefixtures("recognizes_tiny_files")
+def test_files_of_a_publish_that_fails_after_their_own_checks_are_not_remembered(
+    published: IngestStore, tmp_path: Path
+) -> None:
+    files = LATER.files
+    files["flows.csv"] = files["flows.csv"].replace(
+        str(LATER.day).encode(), str(LATER.day + timedelta(days=1)).encode()
+    )
+    stage(published.objects, LATER, tmp_path, files)
+    remembered = Remembered()
+
+    with pytest.raises(StagedFileInvalid, match="outside the window"):
+        publish(published, LATER.request(), timeouts=SHORT, checked_before=remembered)
+
+    assert remembered == {}
+
+
+def test_files_under_a_mebibyte_are_parsed_without_asking_what_was_checked_before(
+    published: IngestStore, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+
+    class Recording(Remembered):
+        def rows(self, name: str, sha256: str) -> int | None:
+            asked.append(name)
+            return super().rows(name, sha256)
+
+    remembered = Recording()
+    publish(published, NEW.request(), timeouts=SHORT, checked_before=remembered)
+
+    assert asked == [] and remembered == {}
