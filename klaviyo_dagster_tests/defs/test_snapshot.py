@@ -29,7 +29,7 @@ DAYS_3 = {"config": {"days": 3}}
 RUN_CONFIG = {"ops": {name: DAYS_3 for name in ("flows_csv", "campaigns_csv", "subscribers_csv")}}
 
 
-def run(instance, resources, partition=TINY_PARTITION) -> dg.ExecuteInProcessResult:
+def run(instance, resources, partition=TINY_PARTITION, **tags: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         ALL_ASSETS,
         partition_key=partition,
@@ -37,6 +37,7 @@ def run(instance, resources, partition=TINY_PARTITION) -> dg.ExecuteInProcessRes
         resources=resources,
         run_config=RUN_CONFIG,
         raise_on_error=False,
+        tags=tags,
     )
 
 
@@ -248,18 +249,12 @@ def test_a_later_date_of_a_backfill_recognizes_the_days_audience_that_the_first_
     monkeypatch.setattr(publish_module, "RECOGNIZED_FROM_BYTES", 0)  # the tiny store's is ~500 bytes
     later_date = PARTITION_DATE - timedelta(days=1)
 
-    def backfill_run(partition: str) -> dg.ExecuteInProcessResult:
-        return dg.materialize(
-            ALL_ASSETS,
-            partition_key=partition,
-            instance=instance,
-            resources=resources,
-            run_config=RUN_CONFIG,
-            tags={"dagster/backfill": "abcdefgh"},
-        )
+    backfill = {"dagster/backfill": "abcdefgh"}
 
-    first, later = backfill_run(TINY_PARTITION), backfill_run(partition_key(ACCOUNT_ID, later_date))
+    first = run(instance, resources, TINY_PARTITION, **backfill)
+    later = run(instance, resources, partition_key(ACCOUNT_ID, later_date), **backfill)
 
+    assert first.success and later.success
     assert "files_checked_before" not in snapshot_metadata(first)
     assert snapshot_metadata(later)["files_checked_before"] == "subscribers.csv"
     tables = store_resource.get_store().tables

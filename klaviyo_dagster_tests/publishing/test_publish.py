@@ -383,6 +383,14 @@ def recognizes_tiny_files(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(publish_module, "RECOGNIZED_FROM_BYTES", 0)
 
 
+@pytest.fixture
+def remembered(published: IngestStore, recognizes_tiny_files: None) -> Remembered:
+    """NEW published, its files remembered as checked."""
+    checked = Remembered()
+    publish(published, NEW.request(), timeouts=SHORT, checked_before=checked)
+    return checked
+
+
 def staged_with_news_audience(store: IngestStore, tmp: Path, spoil: Callable[[bytes], bytes] = bytes) -> None:
     """LATER's files staged, its subscribers.csv the one NEW staged (as a backfill's later date has it)."""
     files = LATER.files
@@ -390,12 +398,9 @@ def staged_with_news_audience(store: IngestStore, tmp: Path, spoil: Callable[[by
     stage(store.objects, LATER, tmp, files)
 
 
-@pytest.mark.usefixtures("recognizes_tiny_files")
 def test_a_file_that_passed_the_check_before_is_recognized_by_its_bytes_and_not_parsed_again(
-    published: IngestStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    published: IngestStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remembered: Remembered
 ) -> None:
-    remembered = Remembered()
-    first = publish(published, NEW.request(), timeouts=SHORT, checked_before=remembered)
     remembered_first = sorted(name for name, _ in remembered)
     staged_with_news_audience(published, tmp_path)
     parsed: list[str] = []
@@ -406,7 +411,7 @@ def test_a_file_that_passed_the_check_before_is_recognized_by_its_bytes_and_not_
 
     later = publish(published, LATER.request(), timeouts=SHORT, checked_before=remembered)
 
-    assert first.recognized == () and remembered_first == sorted(FILE_NAMES)
+    assert remembered_first == sorted(FILE_NAMES)
     assert later.recognized == ("subscribers.csv",) and later.rows["subscribers.csv"] == 2
     assert sorted(parsed) == ["campaigns.csv", "flows.csv"]
     assert (
@@ -415,12 +420,9 @@ def test_a_file_that_passed_the_check_before_is_recognized_by_its_bytes_and_not_
     )
 
 
-@pytest.mark.usefixtures("recognizes_tiny_files")
 def test_a_file_one_byte_off_one_checked_before_is_parsed_and_refused_and_nothing_is_remembered(
-    published: IngestStore, tmp_path: Path
+    published: IngestStore, tmp_path: Path, remembered: Remembered
 ) -> None:
-    remembered = Remembered()
-    publish(published, NEW.request(), timeouts=SHORT, checked_before=remembered)
     before = dict(remembered)
     staged_with_news_audience(published, tmp_path, spoil=lambda data: data + b'c@example.com,"cut off')
 
@@ -431,12 +433,9 @@ def test_a_file_one_byte_off_one_checked_before_is_parsed_and_refused_and_nothin
     assert published.tables.snapshot_for_upload(LATER.upload_id) is None
 
 
-@pytest.mark.usefixtures("recognizes_tiny_files")
 def test_a_file_checked_before_still_has_to_hold_the_rows_the_run_recorded(
-    published: IngestStore, tmp_path: Path
+    published: IngestStore, tmp_path: Path, remembered: Remembered
 ) -> None:
-    remembered = Remembered()
-    publish(published, NEW.request(), timeouts=SHORT, checked_before=remembered)
     staged_with_news_audience(published, tmp_path)
     request = LATER.request()
     request = replace(request, expected_rows={**(request.expected_rows or {}), "subscribers.csv": 3})
