@@ -167,8 +167,8 @@ class CheckedToday:
     responses: ResponseStore
 
     def rows(self, name: str, sha256: str) -> int | None:
-        kept = self.responses.get(self._key(name, sha256))
-        return kept["rows"] if kept is not None else None
+        rows = (self.responses.get(self._key(name, sha256)) or {}).get("rows")
+        return rows if isinstance(rows, int) else None  # anything else: parse the file
 
     def remember(self, name: str, sha256: str, rows: int) -> None:
         self.responses.put(self._key(name, sha256), {"rows": rows})

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import ssl
@@ -130,18 +129,14 @@ def _refuse_daily_wait(group: str, wait_seconds: float, used: int, limit: int) -
     )
 
 
+@cache
 def _verified_tls() -> ssl.SSLContext:
     """The TLS context (certificate and host name checks on) that httpx builds for ``verify=True``,
-    built once per process and certificate location (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, read by
-    httpx as before). Built per client, loading the certificate store costs about 30 ms: a run opens
-    a client per file step, and the sensors one per account each pass. httpx takes a context as
-    ``verify`` (its docs, "SSL"); one context serves many clients and threads."""
-    return _tls_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-
-
-@cache
-def _tls_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    """The arguments are the cache key only: httpx reads the same variables itself."""
+    built once per process: httpx reads ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` then, for the process's
+    first client (restart a process to change them). Built per client, loading the certificate
+    store costs about 30 ms: a run opens a client per file step, and the sensors one per account
+    each pass. httpx takes a context as ``verify`` (its docs, "SSL"); one context serves many
+    clients and threads."""
     return httpx.create_ssl_context()
 
 

@@ -170,7 +170,8 @@ class Published:
 
 @dataclass(frozen=True)
 class CheckedFiles:
-    """The run's staged files as checked local copies, with their row counts and daily totals."""
+    """The run's staged files as checked local copies, with their data records (taken from
+    ``CheckedBefore`` for the ``recognized`` ones)."""
 
     paths: dict[str, Path]
     rows: dict[str, int]
@@ -360,7 +361,7 @@ def check_staged_files(
     }
     known = (
         {name: checked_before.rows(name, digest) for name, digest in digests.items()}
-        if checked_before
+        if checked_before is not None
         else {}
     )
     rows: dict[str, int] = {}

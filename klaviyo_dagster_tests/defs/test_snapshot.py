@@ -15,6 +15,7 @@ from klaviyo_dagster.defs.assets import INGEST_ASSETS
 from klaviyo_dagster.defs.partitions import partition_key
 from klaviyo_dagster.defs.snapshot import (
     SNAPSHOT_PROCESSING_RESOURCE_KEY,
+    CheckedToday,
     SnapshotProcessingResource,
     snapshot,
 )
@@ -262,3 +263,25 @@ def test_a_later_date_of_a_backfill_recognizes_the_days_audience_that_the_first_
         tables.snapshot_for_upload(nightly_upload_id(ACCOUNT_ID, later_date)).metadata["rows"]["subscribers"]
         == 3
     )
+
+
+class Responses(dict):
+    """A fetch cache in memory (``producers.shared.ResponseStore``)."""
+
+    def put(self, key: str, value: dict) -> None:
+        self[key] = dict(value)
+
+    def keys(self, prefix: str) -> list[str]:
+        return [key for key in self if key.startswith(prefix)]
+
+
+def test_a_checked_file_record_of_another_shape_makes_the_file_parsed_again() -> None:
+    responses = Responses()
+    checked = CheckedToday(responses)
+    checked.remember("subscribers.csv", "ab" * 32, 3)
+    assert checked.rows("subscribers.csv", "ab" * 32) == 3
+    for key in responses:
+        responses[key] = {"records": 3}  # as a later release might write it
+
+    assert checked.rows("subscribers.csv", "ab" * 32) is None
+    assert checked.rows("flows.csv", "ab" * 32) is None

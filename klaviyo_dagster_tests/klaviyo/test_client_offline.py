@@ -6,7 +6,6 @@ import json
 import ssl
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import certifi
 import httpx
@@ -122,8 +121,8 @@ def test_a_base_url_that_is_not_http_is_a_config_error() -> None:
         KlaviyoClient("pk_offline", base_url="a.klaviyo.com", enabled=True)
 
 
-def test_clients_share_one_tls_context_per_certificate_location(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_clients_share_one_tls_context_that_checks_certificates_and_host_names(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A run opens a client per file step: each used to load the certificate store again (~30 ms)."""
     built: list[dict] = []
@@ -131,25 +130,21 @@ def test_clients_share_one_tls_context_per_certificate_location(
     monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: built.append(k) or create(*a, **k))
     for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
         monkeypatch.delenv(name, raising=False)
-    client_module._tls_for.cache_clear()
+    client_module._verified_tls.cache_clear()
 
     for _ in range(3):
         KlaviyoClient("pk_test", base_url=BASE).close()
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_text(Path(certifi.where()).read_text())
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # as httpx reads it: another location, another context
-    KlaviyoClient("pk_test", base_url=BASE).close()
 
-    assert [call.get("cafile") for call in built] == [certifi.where(), str(bundle)]
+    assert [call.get("cafile") for call in built] == [certifi.where()]  # as httpx's verify=True
     context = client_module._verified_tls()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-    client_module._tls_for.cache_clear()
+    client_module._verified_tls.cache_clear()
 
 
 def test_a_client_given_its_own_transport_builds_no_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/bundle.pem")
-    client_module._tls_for.cache_clear()
+    client_module._verified_tls.cache_clear()
     transport, _ = scripted(ok({"data": []}))
 
     KlaviyoClient("pk_test", base_url=BASE, transport=transport).close()  # no FileNotFoundError
-    client_module._tls_for.cache_clear()
+    client_module._verified_tls.cache_clear()
